@@ -1,0 +1,72 @@
+//! Command-line front end: parses arguments with clap and hands each
+//! subcommand to its module. `anyhow` is used here and nowhere in the library.
+
+mod demo;
+mod synth;
+mod template;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// whorl: fingerprint 1:N identification.
+#[derive(Parser)]
+#[command(name = "whorl", version, about, propagate_version = true)]
+struct Cli {
+    /// Log filter (tracing-subscriber syntax), e.g. `info` or `whorl=debug`.
+    #[arg(long, global = true, env = "WHORL_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect and convert template files.
+    #[command(subcommand)]
+    Template(template::TemplateCmd),
+    /// Generate a synthetic gallery (ISO files or one pack file).
+    Synth(synth::SynthArgs),
+    /// Compare synthetic template statistics with real templates.
+    SynthStats(synth::StatsArgs),
+    /// Run the main job on a built-in synthetic gallery.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the command line; errors are printed with their causes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Template(cmd) => template::run(cmd),
+        Command::Synth(args) => synth::run(args),
+        Command::SynthStats(args) => synth::stats(args),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether the error is a closed stdout (e.g. `whorl ... | head`): not a failure.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// A progress bar in whorl's style, hidden when stderr is not a terminal.
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg:>12} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({per_sec}, eta {eta})",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(what.to_string());
+    bar
+}
