@@ -9,6 +9,13 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+// Prepared templates and shard sections are little-endian words read in place.
+#[cfg(target_endian = "big")]
+compile_error!("whorl reads little-endian data in place and does not support big-endian targets");
+
 pub mod data;
+pub mod eval;
+pub mod mcc;
+pub mod plot;
 pub mod synth;
 pub mod template;

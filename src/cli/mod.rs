@@ -2,6 +2,7 @@
 //! subcommand to its module. `anyhow` is used here and nowhere in the library.
 
 mod demo;
+mod eval;
 mod synth;
 mod template;
 
@@ -28,6 +29,10 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Compare synthetic template statistics with real templates.
     SynthStats(synth::StatsArgs),
+    /// Compare match-score distributions of synthetic and real templates.
+    SynthCalibrate(synth::CalibrateArgs),
+    /// Accuracy of the matcher on FVC-style databases (EER, FMR100, FMR1000, ZeroFMR).
+    Eval(eval::EvalArgs),
     /// Run the main job on a built-in synthetic gallery.
     Demo(demo::DemoArgs),
 }
@@ -42,6 +47,8 @@ pub fn main() -> ExitCode {
         Command::Template(cmd) => template::run(cmd),
         Command::Synth(args) => synth::run(args),
         Command::SynthStats(args) => synth::stats(args),
+        Command::SynthCalibrate(args) => synth::calibrate(args),
+        Command::Eval(args) => eval::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

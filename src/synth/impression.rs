@@ -57,6 +57,9 @@ impl Contact {
 /// Impression `k` of `finger`.
 pub fn generate(p: &SynthParams, seed: u64, finger: &Finger, k: u32) -> Template {
     let mut rng = rng_for(seed, finger.id, k);
+    // Capture quality: one factor per impression scales the noise.
+    let noise = gauss(&mut rng, p.noise_spread).exp().clamp(0.25, 4.0);
+    let missing_rate = (p.missing_rate * noise).clamp(0.0, 0.9);
     let size = |half: f32, rng: &mut rand_chacha::ChaCha8Rng| {
         (half * (1.0 + gauss(rng, p.contact_size_spread))).clamp(half * 0.5, half * 1.5)
     };
@@ -75,8 +78,8 @@ pub fn generate(p: &SynthParams, seed: u64, finger: &Finger, k: u32) -> Template
         *bump = (
             contact.cx + rng.random_range(-1.0..1.0) * contact.a,
             contact.cy + rng.random_range(-1.0..1.0) * contact.b,
-            gauss(&mut rng, p.distortion_sd),
-            gauss(&mut rng, p.distortion_sd),
+            gauss(&mut rng, p.distortion_sd * noise),
+            gauss(&mut rng, p.distortion_sd * noise),
         );
     }
     elastic.pin = elastic.raw(contact.cx, contact.cy);
@@ -85,13 +88,13 @@ pub fn generate(p: &SynthParams, seed: u64, finger: &Finger, k: u32) -> Template
 
     let mut kept: Vec<Minutia> = Vec::with_capacity(finger.minutiae.len());
     for m in &finger.minutiae {
-        if !contact.contains(m.x, m.y) || rng.random::<f32>() < p.missing_rate {
+        if !contact.contains(m.x, m.y) || rng.random::<f32>() < missing_rate {
             continue;
         }
         let (dx, dy) = elastic.at(m.x, m.y);
-        let x = m.x + dx + gauss(&mut rng, p.position_jitter);
-        let y = m.y + dy + gauss(&mut rng, p.position_jitter);
-        let angle = m.angle + gauss(&mut rng, p.angle_jitter).to_radians();
+        let x = m.x + dx + gauss(&mut rng, p.position_jitter * noise);
+        let y = m.y + dy + gauss(&mut rng, p.position_jitter * noise);
+        let angle = m.angle + gauss(&mut rng, p.angle_jitter * noise).to_radians();
         let kind = if rng.random::<f32>() < p.kind_flip_rate { flip(m.kind) } else { m.kind };
         kept.push(Minutia::new(x, y, angle, kind, 0));
     }

@@ -72,6 +72,10 @@ pub struct SynthParams {
     pub spurious_rate: f32,
     /// Probability that an ending is reported as a bifurcation or vice versa.
     pub kind_flip_rate: f32,
+    /// Spread (sigma of ln) of a per-impression capture-quality factor that
+    /// scales jitter, distortion and the missing rate: some captures are
+    /// clean, some poor, as in real galleries.
+    pub noise_spread: f32,
     /// Minutia quality range reported (FVC2002's extractor reports 0).
     pub quality_range: (u8, u8),
 }
@@ -94,17 +98,18 @@ impl Default for SynthParams {
             contact_half_width: 105.0,
             contact_half_height: 160.0,
             contact_size_spread: 0.12,
-            placement_sd: 25.0,
+            placement_sd: 10.0,
             rotation_sd: 10.0,
             rotation_max: 35.0,
             translation_sd: 15.0,
-            distortion_sd: 4.0,
-            distortion_scale: 90.0,
-            position_jitter: 2.5,
-            angle_jitter: 8.0,
+            distortion_sd: 1.5,
+            distortion_scale: 117.0,
+            position_jitter: 0.35,
+            angle_jitter: 1.4,
             missing_rate: 0.25,
             spurious_rate: 0.15,
             kind_flip_rate: 0.12,
+            noise_spread: 0.5,
             quality_range: (0, 0),
         }
     }

@@ -1,0 +1,149 @@
+//! The accuracy harness behind `whorl eval`: the FVC protocol on folders of
+//! `FINGER_IMPRESSION.iso` files.
+//!
+//! For each database: the genuine pairs (same finger, impressions i < j)
+//! and the impostor pairs (different fingers, every impression, unordered).
+//! On FVC2002 "B" sets (10 fingers × 8 impressions) that is 280 genuine and
+//! 2,880 impostor comparisons.
+
+pub mod metrics;
+pub mod report;
+
+use crate::mcc::{Matcher, Prepared, Scratch};
+use crate::template::{self, Template};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// Errors loading a database folder.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The folder could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file is not a template.
+    #[error("{path}: {source}")]
+    Template {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: template::TemplateError,
+    },
+    /// No `FINGER_IMPRESSION` files.
+    #[error("{0}: no FINGER_IMPRESSION template files")]
+    Empty(PathBuf),
+}
+
+/// One template of a database with its identity.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Finger id (the part of the file name before `_`).
+    pub finger: String,
+    /// Impression number.
+    pub impression: u32,
+    /// The file.
+    pub path: PathBuf,
+    /// The first view of the file.
+    pub template: Template,
+}
+
+/// A database folder.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// Folder name.
+    pub name: String,
+    /// Templates sorted by (finger, impression).
+    pub entries: Vec<Entry>,
+}
+
+impl Database {
+    /// A database of synthetic templates (finger ids as names).
+    pub fn from_synthetic(name: &str, records: Vec<crate::synth::SynthRecord>) -> Database {
+        let mut entries: Vec<Entry> = records
+            .into_iter()
+            .map(|r| Entry {
+                finger: format!("{:08}", r.finger),
+                impression: r.impression + 1,
+                path: PathBuf::new(),
+                template: r.template,
+            })
+            .collect();
+        entries.sort_by(|a, b| a.finger.cmp(&b.finger).then(a.impression.cmp(&b.impression)));
+        Database { name: name.to_string(), entries }
+    }
+}
+
+/// Loads every `FINGER_IMPRESSION.*` template file of `dir`.
+pub fn load_database(dir: &Path) -> Result<Database, EvalError> {
+    let io = |source| EvalError::Io { path: dir.to_path_buf(), source };
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io)? {
+        let path = e.map_err(io)?.path();
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+        let Some((finger, imp)) = stem.rsplit_once('_') else { continue };
+        let Ok(impression) = imp.parse::<u32>() else { continue };
+        let bytes = std::fs::read(&path).map_err(|source| EvalError::Io { path: path.clone(), source })?;
+        let mut ts = template::parse(&bytes).map_err(|source| EvalError::Template { path: path.clone(), source })?;
+        if ts.is_empty() {
+            continue;
+        }
+        entries.push(Entry { finger: finger.to_string(), impression, path, template: ts.swap_remove(0) });
+    }
+    if entries.is_empty() {
+        return Err(EvalError::Empty(dir.to_path_buf()));
+    }
+    entries.sort_by(|a, b| a.finger.cmp(&b.finger).then(a.impression.cmp(&b.impression)));
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(Database { name, entries })
+}
+
+/// Pairs of entry indices.
+pub type Pairs = Vec<(usize, usize)>;
+
+/// Genuine and impostor pairs of entry indices, per the FVC protocol.
+pub fn protocol_pairs(db: &Database) -> (Pairs, Pairs) {
+    let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
+    for i in 0..db.entries.len() {
+        for j in i + 1..db.entries.len() {
+            if db.entries[i].finger == db.entries[j].finger {
+                genuine.push((i, j));
+            } else {
+                impostor.push((i, j));
+            }
+        }
+    }
+    (genuine, impostor)
+}
+
+/// Scores of one database.
+#[derive(Debug, Clone)]
+pub struct DbScores {
+    /// The database name.
+    pub name: String,
+    /// (i, j, score) of the genuine pairs.
+    pub genuine: Vec<(usize, usize, f32)>,
+    /// (i, j, score) of the impostor pairs.
+    pub impostor: Vec<(usize, usize, f32)>,
+    /// The FVC rates.
+    pub rates: metrics::Rates,
+}
+
+/// Prepares every template of `db` once and scores the protocol's pairs.
+pub fn evaluate(matcher: &Matcher, db: &Database) -> DbScores {
+    let prepared: Vec<Prepared> = db.entries.par_iter().map(|e| matcher.prepare(&e.template)).collect();
+    let (g, i) = protocol_pairs(db);
+    let score = |pairs: &[(usize, usize)]| -> Vec<(usize, usize, f32)> {
+        pairs
+            .par_iter()
+            .map_init(Scratch::new, |s, &(a, b)| (a, b, matcher.score(prepared[a].view(), prepared[b].view(), s)))
+            .collect()
+    };
+    let (genuine, impostor) = (score(&g), score(&i));
+    let gs: Vec<f32> = genuine.iter().map(|p| p.2).collect();
+    let is: Vec<f32> = impostor.iter().map(|p| p.2).collect();
+    DbScores { name: db.name.clone(), rates: metrics::rates(&gs, &is), genuine, impostor }
+}
