@@ -14,8 +14,13 @@
 compile_error!("whorl reads little-endian data in place and does not support big-endian targets");
 
 pub mod data;
+pub mod embed;
 pub mod eval;
+pub mod fsutil;
+pub mod gallery;
+pub mod index;
 pub mod mcc;
 pub mod plot;
+pub mod shard;
 pub mod synth;
 pub mod template;

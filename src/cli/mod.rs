@@ -1,8 +1,12 @@
 //! Command-line front end: parses arguments with clap and hands each
 //! subcommand to its module. `anyhow` is used here and nowhere in the library.
 
+mod candidates;
 mod demo;
+mod embed;
 mod eval;
+mod gallery;
+mod hnsw_bench;
 mod synth;
 mod template;
 
@@ -33,6 +37,21 @@ enum Command {
     SynthCalibrate(synth::CalibrateArgs),
     /// Accuracy of the matcher on FVC-style databases (EER, FMR100, FMR1000, ZeroFMR).
     Eval(eval::EvalArgs),
+    /// Build a gallery folder of shards and indexes from templates.
+    Build(gallery::BuildArgs),
+    /// Describe a gallery: shards, sizes, bytes per template by section.
+    Info(gallery::GalleryArgs),
+    /// Check every shard's checksums and the write-ahead log.
+    Verify(gallery::GalleryArgs),
+    /// Fold enrolments and deletions into shards and trim the log.
+    Compact(gallery::GalleryArgs),
+    /// Enrol synthetic subjects, acknowledging each (crash tests, enrol benchmark).
+    #[command(hide = true)]
+    EnrollStress(gallery::StressArgs),
+    /// Learn the embedding model from synthetic templates.
+    EmbedTrain(embed::TrainArgs),
+    /// Candidate-stage accuracy: hit rate against penetration.
+    EvalCandidates(candidates::CandidatesArgs),
     /// Run the main job on a built-in synthetic gallery.
     Demo(demo::DemoArgs),
 }
@@ -49,6 +68,13 @@ pub fn main() -> ExitCode {
         Command::SynthStats(args) => synth::stats(args),
         Command::SynthCalibrate(args) => synth::calibrate(args),
         Command::Eval(args) => eval::run(args),
+        Command::EmbedTrain(args) => embed::train(args),
+        Command::Build(args) => gallery::build(args),
+        Command::Info(args) => gallery::info(args),
+        Command::Verify(args) => gallery::verify(args),
+        Command::Compact(args) => gallery::compact(args),
+        Command::EnrollStress(args) => gallery::enroll_stress(args),
+        Command::EvalCandidates(args) => candidates::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

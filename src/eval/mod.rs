@@ -6,6 +6,7 @@
 //! On FVC2002 "B" sets (10 fingers × 8 impressions) that is 280 genuine and
 //! 2,880 impostor comparisons.
 
+pub mod candidates;
 pub mod metrics;
 pub mod report;
 

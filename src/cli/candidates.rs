@@ -1,0 +1,144 @@
+//! `whorl eval-candidates`: hit rate against penetration of the embedding
+//! (exact search) and, later, of the HNSW index.
+
+use anyhow::{Result, bail};
+use clap::Args;
+use rayon::prelude::*;
+use std::time::Instant;
+use whorl::embed::Embedder;
+use whorl::eval::candidates::{PENETRATIONS, exact_ranks, hit_rates};
+use whorl::synth::{Synth, SynthParams};
+use whorl::template::Template;
+
+#[derive(Args)]
+pub struct CandidatesArgs {
+    /// Synthetic distractor fingers added to the real FVC2002 gallery.
+    #[arg(long, default_value_t = 100_000)]
+    pub(super) distractors: u64,
+    /// Synthetic gallery sizes (fingers) to evaluate.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    pub(super) synthetic: Vec<u64>,
+    /// Probes for the synthetic galleries (other impressions of this many gallery fingers).
+    #[arg(long, default_value_t = 1000)]
+    pub(super) probes: u64,
+    /// Seed of the synthetic population.
+    #[arg(long, default_value_t = 11)]
+    pub(super) seed: u64,
+    /// Embedding: `mph-w` (whitened pair histogram, default) or `mph-raw`.
+    #[arg(long, default_value = "mph-w")]
+    pub(super) method: String,
+    /// Embedding model file (default: the built-in model).
+    #[arg(long)]
+    pub(super) model: Option<std::path::PathBuf>,
+    /// Also build an HNSW index over the largest synthetic gallery and
+    /// measure recall and queries per second.
+    #[arg(long)]
+    pub(super) hnsw: bool,
+    /// HNSW neighbours per node (M).
+    #[arg(long, default_value_t = 16)]
+    pub(super) m: usize,
+    /// HNSW ef at construction.
+    #[arg(long, default_value_t = 200)]
+    pub(super) ef_construction: usize,
+    /// ef values to measure.
+    #[arg(long, value_delimiter = ',', default_value = "10,16,24,32,48,64,96,128,192,256,384,512")]
+    pub(super) ef: Vec<usize>,
+    /// k of recall@k.
+    #[arg(long, default_value_t = 10)]
+    pub(super) k: usize,
+    /// Queries for the HNSW measurements.
+    #[arg(long, default_value_t = 1000)]
+    pub(super) queries: usize,
+    /// Export the largest gallery, the queries and the exact top-k as
+    /// .fvecs/.ivecs into this folder (for benches/peers).
+    #[arg(long)]
+    pub(super) export: Option<std::path::PathBuf>,
+    /// Load the index saved in --index-dir instead of building one (for
+    /// experiments on the same gallery and seed).
+    #[arg(long)]
+    pub(super) reuse_index: bool,
+    /// Where to save the HNSW index (reload time is measured from it).
+    #[arg(long, default_value = "target/eval-candidates-index")]
+    pub(super) index_dir: std::path::PathBuf,
+}
+
+fn embed_all(e: &Embedder, ts: &[Template]) -> Vec<f32> {
+    let dim = e.dim();
+    let mut out = vec![0f32; ts.len() * dim];
+    out.par_chunks_mut(dim).zip(ts).for_each(|(row, t)| e.embed_into(t, row));
+    out
+}
+
+fn print_rates(name: &str, ranks: &[usize], size: usize) {
+    let rates = hit_rates(ranks, size, &PENETRATIONS);
+    let cells: Vec<String> = rates.iter().map(|r| format!("{:.1}% ({})", 100.0 * r.hit_rate, r.list)).collect();
+    println!("| {name} | {size} | {} | {} |", ranks.len(), cells.join(" | "));
+}
+
+pub fn run(a: CandidatesArgs) -> Result<()> {
+    let e = super::embed::embedder(&a.method, a.model.as_deref())?;
+    let synth = Synth::new(SynthParams::default(), a.seed);
+    println!("embedding: {}", e.id());
+    println!("| gallery | size | probes | 0.1% | 0.5% | 1% | 2% | 5% |");
+    println!("|---|---|---|---|---|---|---|---|");
+    // Real: impression 1 of each FVC2002 finger plus distractors; impressions 2-8 probe.
+    let dirs = whorl::data::fvc2002_dirs();
+    if !dirs.is_empty() {
+        let mut gallery: Vec<Template> = Vec::new();
+        let (mut probes, mut mates) = (Vec::new(), Vec::new());
+        for d in &dirs {
+            let db = whorl::eval::load_database(d)?;
+            let mut fingers: Vec<&str> = db.entries.iter().map(|x| x.finger.as_str()).collect();
+            fingers.dedup();
+            for f in fingers {
+                let imps: Vec<_> = db.entries.iter().filter(|x| x.finger == f).collect();
+                let Some(first) = imps.iter().find(|x| x.impression == 1) else { continue };
+                let g = gallery.len();
+                gallery.push(first.template.clone());
+                for x in imps.iter().filter(|x| x.impression != 1) {
+                    probes.push(x.template.clone());
+                    mates.push(g);
+                }
+            }
+        }
+        let t0 = Instant::now();
+        gallery.extend(synth.batch(0..a.distractors, 0..1).into_iter().map(|r| r.template));
+        let g = embed_all(&e, &gallery);
+        let p: Vec<Vec<f32>> = probes.iter().map(|t| e.embed(t)).collect();
+        let ranks = exact_ranks(&g, e.dim(), &p, &mates);
+        print_rates("FVC2002 + synthetic distractors (exact)", &ranks, gallery.len());
+        eprintln!("real: {:.1} s", t0.elapsed().as_secs_f64());
+    } else if a.synthetic.is_empty() {
+        bail!("no FVC2002 data and no synthetic galleries asked for");
+    }
+    let mut last = None;
+    for &n in &a.synthetic {
+        let t0 = Instant::now();
+        let g = embed_stream(&e, &synth, n);
+        let np = a.probes.min(n);
+        let probes: Vec<Vec<f32>> = synth.batch(0..np, 1..2).iter().map(|r| e.embed(&r.template)).collect();
+        let mates: Vec<usize> = (0..np as usize).collect();
+        let ranks = exact_ranks(&g, e.dim(), &probes, &mates);
+        print_rates("synthetic (exact)", &ranks, n as usize);
+        eprintln!("synthetic {n}: {:.1} s", t0.elapsed().as_secs_f64());
+        last = Some((g, probes));
+    }
+    if a.hnsw {
+        let Some((g, probes)) = last else { bail!("--hnsw needs a synthetic gallery") };
+        super::hnsw_bench::run(&a, &e, &g, &probes)?;
+    }
+    Ok(())
+}
+
+/// Embeddings of impression 0 of fingers 0..n, generated and embedded in
+/// chunks so that templates never all sit in memory.
+fn embed_stream(e: &Embedder, synth: &Synth, n: u64) -> Vec<f32> {
+    let dim = e.dim();
+    let mut out = Vec::with_capacity(n as usize * dim);
+    let _ = synth.stream(0..n, 0..1, 20_000, |batch| -> Result<(), ()> {
+        let ts: Vec<Template> = batch.into_iter().map(|r| r.template).collect();
+        out.extend(embed_all(e, &ts));
+        Ok(())
+    });
+    out
+}

@@ -1,0 +1,314 @@
+//! `whorl build | info | verify | compact`: operating gallery folders.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use whorl::embed::Embedder;
+use whorl::gallery::{self, BuildOptions, Gallery, GalleryOptions, Manifest};
+use whorl::index::IndexParams;
+use whorl::mcc::Matcher;
+use whorl::shard::Shard;
+use whorl::synth::{Synth, SynthParams};
+use whorl::template::{self, Template};
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Template files, folders of them, or synthetic packs (.wsyn). The
+    /// subject id is the file name before its last '_' (FVC style) or the
+    /// whole stem; a pack's subject is its finger id.
+    #[arg(long, num_args = 1..)]
+    input: Vec<PathBuf>,
+    /// Build from this many synthetic fingers instead (impression 0 each).
+    #[arg(long, conflicts_with = "input")]
+    synth: Option<u64>,
+    /// Seed of the synthetic fingers.
+    #[arg(long, default_value_t = 11)]
+    seed: u64,
+    /// Output gallery folder (must not hold a gallery).
+    #[arg(long)]
+    out: PathBuf,
+    /// Templates per shard.
+    #[arg(long, default_value_t = 1_000_000)]
+    shard_size: usize,
+    /// Store embeddings as f16 (half the bytes).
+    #[arg(long)]
+    f16: bool,
+    /// HNSW neighbours per node.
+    #[arg(long, default_value_t = 24)]
+    m: usize,
+    /// HNSW ef at construction.
+    #[arg(long, default_value_t = 200)]
+    ef_construction: usize,
+}
+
+#[derive(Args)]
+pub struct GalleryArgs {
+    /// The gallery folder.
+    gallery: PathBuf,
+}
+
+fn subject_of(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    match stem.rsplit_once('_') {
+        Some((s, imp)) if imp.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() => s.to_string(),
+        _ => stem,
+    }
+}
+
+fn files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("listing {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            v.sort();
+            out.extend(v);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Every (subject, labels, template) of the inputs, lazily.
+fn items(inputs: &[PathBuf]) -> Result<Box<dyn Iterator<Item = gallery::BuildItem>>> {
+    let files = files(inputs)?;
+    let iter = files.into_iter().flat_map(|f| -> Box<dyn Iterator<Item = gallery::BuildItem>> {
+        if f.extension().is_some_and(|e| e == "wsyn") {
+            let reader = std::fs::File::open(&f)
+                .ok()
+                .and_then(|file| whorl::synth::pack::PackReader::new(std::io::BufReader::new(file)).ok());
+            return match reader {
+                Some(r) => Box::new(r.filter_map(move |x| match x {
+                    Ok(p) => Some((format!("S{:09}", p.finger), Vec::new(), p.template)),
+                    Err(e) => {
+                        tracing::error!("{}: {e}", f.display());
+                        None
+                    }
+                })),
+                None => {
+                    tracing::error!("{}: not a readable pack", f.display());
+                    Box::new(std::iter::empty())
+                }
+            };
+        }
+        let subject = subject_of(&f);
+        let parsed =
+            std::fs::read(&f).map_err(|e| e.to_string()).and_then(|b| template::parse(&b).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(ts) => Box::new(ts.into_iter().map(move |t| (subject.clone(), Vec::new(), t))),
+            Err(e) => {
+                tracing::error!("{}: skipped: {e}", f.display());
+                Box::new(std::iter::empty())
+            }
+        }
+    });
+    Ok(Box::new(iter))
+}
+
+pub fn build(a: BuildArgs) -> Result<()> {
+    let embedder = Embedder::default();
+    let matcher = Matcher::default();
+    let opts = BuildOptions {
+        shard_size: a.shard_size,
+        f16: a.f16,
+        index: IndexParams { max_connections: a.m, ef_construction: a.ef_construction },
+        ..BuildOptions::default()
+    };
+    let (items, total): (Box<dyn Iterator<Item = gallery::BuildItem>>, u64) = match a.synth {
+        Some(n) => {
+            let s = Synth::new(SynthParams::default(), a.seed);
+            let it = (0..n).map(move |id| (format!("S{id:09}"), Vec::new(), s.template(id, 0)));
+            (Box::new(it), n)
+        }
+        None if a.input.is_empty() => bail!("give --input FILE|DIR... or --synth N"),
+        None => (items(&a.input)?, 0),
+    };
+    let bar = super::progress(total, "building");
+    let t0 = Instant::now();
+    let report = gallery::build(&a.out, &embedder, &matcher, &opts, items, |done, what| {
+        bar.set_position(done);
+        bar.set_message(what.to_string());
+    })?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "built {} with {} templates in {} shard(s), {:.1} MiB, in {secs:.1} s: shards {:.1} s ({:.0} templates/s), indexes {:.1} s; peak RSS {:.0} MiB",
+        a.out.display(),
+        report.templates,
+        report.shards,
+        report.shard_bytes as f64 / 1048576.0,
+        report.write_seconds,
+        report.templates as f64 / report.write_seconds.max(1e-9),
+        report.index_seconds,
+        super::hnsw_bench::peak_rss_mib()
+    );
+    Ok(())
+}
+
+pub fn info(a: GalleryArgs) -> Result<()> {
+    let m = Manifest::load(&a.gallery)?;
+    println!(
+        "gallery {} (generation {}, embedding {}, log folded up to {})",
+        a.gallery.display(),
+        m.generation,
+        m.embedding,
+        m.applied_seq
+    );
+    println!("| shard | templates | subjects | MiB | status |");
+    println!("|---|---|---|---|---|");
+    for s in &m.shards {
+        let status = match Shard::open(&a.gallery.join(&s.file)) {
+            Ok(sh) if sh.header().table_crc == s.table_crc => "ok (header)".to_string(),
+            Ok(_) => "file differs from the manifest".to_string(),
+            Err(e) => e.to_string(),
+        };
+        println!("| {} | {} | {} | {:.1} | {status} |", s.name, s.templates, s.subjects, s.bytes as f64 / 1048576.0);
+    }
+    let log = a.gallery.join(gallery::wal::FILE);
+    if let Ok(meta) = std::fs::metadata(&log) {
+        println!("write-ahead log: {} bytes", meta.len());
+    }
+    if let Some(s) = m.shards.first().and_then(|s| Shard::open(&a.gallery.join(&s.file)).ok()) {
+        println!("\nbytes per template by section ({}):", s.path().display());
+        println!("| section | bytes | per template |");
+        println!("|---|---|---|");
+        for (k, _, len, _) in s.sections() {
+            println!("| {} | {len} | {:.1} |", k.name(), len as f64 / s.len().max(1) as f64);
+        }
+    }
+    Ok(())
+}
+
+pub fn verify(a: GalleryArgs) -> Result<()> {
+    let m = Manifest::load(&a.gallery)?;
+    let mut bad = 0;
+    for s in &m.shards {
+        let t = Instant::now();
+        let r = Shard::open(&a.gallery.join(&s.file)).and_then(|sh| sh.verify().map(|_| sh));
+        match r {
+            Ok(sh) if sh.header().table_crc != s.table_crc => {
+                bad += 1;
+                println!("{}: FAILED: file differs from the one the manifest lists", s.name);
+            }
+            Ok(_) => println!("{}: ok ({} templates, {:.2} s)", s.name, s.templates, t.elapsed().as_secs_f64()),
+            Err(e) => {
+                bad += 1;
+                println!("{}: FAILED: {e}", s.name);
+            }
+        }
+    }
+    match gallery::wal::Wal::open(&a.gallery, gallery::SyncMode::PerRecord) {
+        Ok((_, r)) => println!(
+            "write-ahead log: {} records ({} after the last compaction)",
+            r.records.len(),
+            r.records.iter().filter(|x| x.seq > m.applied_seq).count()
+        ),
+        Err(e) => {
+            bad += 1;
+            println!("write-ahead log: FAILED: {e}");
+        }
+    }
+    if bad > 0 {
+        bail!("{bad} problem(s) in {}", a.gallery.display());
+    }
+    Ok(())
+}
+
+pub fn compact(a: GalleryArgs) -> Result<()> {
+    let g = Gallery::open(&a.gallery, Embedder::default(), Matcher::default(), GalleryOptions::default())?;
+    let t = Instant::now();
+    let r = g.compact()?;
+    println!(
+        "compacted {} in {:.1} s: {} shard(s) rewritten without {} deleted templates, {} new shard(s) with {} enrolled templates; log folded up to {}",
+        a.gallery.display(),
+        t.elapsed().as_secs_f64(),
+        r.rewritten.len(),
+        r.removed_templates,
+        r.added.len(),
+        r.folded_templates,
+        r.applied_seq
+    );
+    Ok(())
+}
+
+/// A subject's templates for the enrol stress tool.
+pub fn synthetic_subject(seed: u64, id: u64, fingers: u32) -> Vec<Template> {
+    let s = Synth::new(SynthParams::default(), seed);
+    (0..fingers).map(|k| s.template(id * 10 + u64::from(k), 0)).collect()
+}
+
+#[derive(Args)]
+pub struct StressArgs {
+    /// The gallery folder (created empty if absent).
+    #[arg(long)]
+    gallery: PathBuf,
+    /// First subject number.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Subjects to enrol.
+    #[arg(long, default_value_t = 1000)]
+    count: u64,
+    /// Fingers per subject.
+    #[arg(long, default_value_t = 3)]
+    fingers: u32,
+    /// Use group commit.
+    #[arg(long)]
+    group: bool,
+    /// Enrolling threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+/// Enrols synthetic subjects one after another, printing `acked ID` to
+/// stdout (flushed) only once each enrolment is durable: the crash test
+/// kills this process and checks the acknowledgements against the gallery.
+pub fn enroll_stress(a: StressArgs) -> Result<()> {
+    use std::io::Write;
+    let (embedder, matcher) = (Embedder::default(), Matcher::default());
+    if !a.gallery.join(gallery::manifest::FILE).exists() {
+        Gallery::create(&a.gallery, &embedder, &matcher)?;
+    }
+    let opts = GalleryOptions {
+        sync: if a.group { gallery::SyncMode::Group } else { gallery::SyncMode::PerRecord },
+        ..GalleryOptions::default()
+    };
+    let g = Gallery::open(&a.gallery, embedder, matcher, opts)?;
+    let t0 = Instant::now();
+    let next = std::sync::atomic::AtomicU64::new(a.start);
+    let end = a.start + a.count;
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..a.threads.max(1))
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let id = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if id >= end {
+                            return Ok(());
+                        }
+                        let subject = format!("P{id:08}");
+                        g.enroll(
+                            &subject,
+                            vec![("batch".into(), "stress".into())],
+                            synthetic_subject(77, id, a.fingers),
+                        )?;
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "acked {subject}")?;
+                        out.flush()?;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| anyhow::anyhow!("enrolling thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!("enrolled {} subjects in {secs:.2} s: {:.1} enrolments/s", a.count, a.count as f64 / secs);
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! Changing a gallery while it serves: enrolment, deletion, attaching and
+//! detaching shards, compaction.
+
+use super::delta::{Delta, DeltaEntry};
+use super::loaded::{self, LoadedShard};
+use super::manifest::ShardEntry;
+use super::wal::{Op, Record};
+use super::{Gallery, GalleryError, Snapshot, lock_err};
+use crate::embed::Embedder;
+use crate::mcc::Matcher;
+use crate::shard::{Entry, SectionKind, Shard, ShardSpec, ShardWriter};
+use crate::template::Template;
+use std::sync::Arc;
+
+/// Most templates one enrolment may carry (ten fingers, and spares).
+pub const MAX_TEMPLATES: usize = 16;
+/// Longest subject id, label key or value.
+pub const MAX_TEXT: usize = 256;
+
+/// A subject as the gallery holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectView {
+    /// Subject id.
+    pub id: String,
+    /// Labels.
+    pub labels: Vec<(String, String)>,
+    /// Templates, from every shard and the delta.
+    pub templates: Vec<Template>,
+    /// Where they are: shard names, or `delta`.
+    pub locations: Vec<String>,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CompactReport {
+    /// Shards rewritten without deleted subjects.
+    pub rewritten: Vec<String>,
+    /// New shards made from the delta.
+    pub added: Vec<String>,
+    /// Templates removed by deletions.
+    pub removed_templates: u64,
+    /// Templates moved from the delta into shards.
+    pub folded_templates: u64,
+    /// Log sequence now folded into shards.
+    pub applied_seq: u64,
+}
+
+fn valid_text(what: &str, s: &str) -> Result<(), GalleryError> {
+    if s.is_empty() || s.len() > MAX_TEXT || s.chars().any(char::is_control) {
+        return Err(GalleryError::Invalid(format!("{what} must be 1-{MAX_TEXT} bytes without control characters")));
+    }
+    Ok(())
+}
+
+/// Applies a logged operation to the delta (on replay and after logging).
+pub(super) fn apply(
+    delta: &mut Delta,
+    embedder: &Embedder,
+    matcher: &Matcher,
+    seq: u64,
+    op: Op,
+) -> Result<(), GalleryError> {
+    match op {
+        Op::Enroll { subject, labels, templates } => {
+            let subject: Arc<str> = subject.into();
+            let labels = Arc::new(labels);
+            for t in templates {
+                delta.entries.push(Arc::new(entry(embedder, matcher, seq, &subject, &labels, t)));
+            }
+        }
+        Op::Delete { subject } => {
+            let s = delta.tombstones.entry(subject).or_insert(seq);
+            *s = (*s).max(seq);
+        }
+    }
+    Ok(())
+}
+
+fn entry(
+    embedder: &Embedder,
+    matcher: &Matcher,
+    seq: u64,
+    subject: &Arc<str>,
+    labels: &Arc<Vec<(String, String)>>,
+    template: Template,
+) -> DeltaEntry {
+    let prepared = matcher.prepare(&template);
+    let embedding = embedder.embed(&template);
+    DeltaEntry { seq, subject: Arc::clone(subject), labels: Arc::clone(labels), template, prepared, embedding }
+}
+
+impl Gallery {
+    /// Enrols `templates` (one per finger) under `subject`; returns the log
+    /// sequence number once the enrolment is durable and searchable.
+    pub fn enroll(
+        &self,
+        subject: &str,
+        labels: Vec<(String, String)>,
+        templates: Vec<Template>,
+    ) -> Result<u64, GalleryError> {
+        valid_text("subject id", subject)?;
+        for (k, v) in &labels {
+            valid_text("label key", k)?;
+            valid_text("label value", v)?;
+        }
+        if templates.is_empty() || templates.len() > MAX_TEMPLATES {
+            return Err(GalleryError::Invalid(format!(
+                "an enrolment carries 1-{MAX_TEMPLATES} templates, not {}",
+                templates.len()
+            )));
+        }
+        if let Some(i) = templates.iter().position(|t| t.minutiae.is_empty()) {
+            return Err(GalleryError::Invalid(format!("template {i} has no minutiae")));
+        }
+        // Cylinders and vectors first, so nothing logged can fail to apply.
+        let arc: Arc<str> = subject.into();
+        let larc = Arc::new(labels.clone());
+        let entries: Vec<DeltaEntry> =
+            templates.iter().map(|t| entry(&self.embedder, &self.matcher, 0, &arc, &larc, t.clone())).collect();
+        let _m = self.maintenance.read().map_err(lock_err)?;
+        let rec = self.wal.append(Op::Enroll { subject: subject.to_string(), labels, templates })?;
+        self.publish(|s| {
+            let mut delta = (*s.delta).clone();
+            for mut e in entries {
+                e.seq = rec.seq;
+                delta.entries.push(Arc::new(e));
+            }
+            Snapshot { generation: s.generation + 1, shards: s.shards.clone(), delta: Arc::new(delta) }
+        })?;
+        Ok(rec.seq)
+    }
+
+    /// Deletes a subject (a tombstone until the next compaction); returns
+    /// the log sequence number once durable.
+    pub fn delete(&self, subject: &str) -> Result<u64, GalleryError> {
+        valid_text("subject id", subject)?;
+        if self.subject(subject).is_none() {
+            return Err(GalleryError::NotFound(format!("subject '{subject}'")));
+        }
+        let _m = self.maintenance.read().map_err(lock_err)?;
+        let rec = self.wal.append(Op::Delete { subject: subject.to_string() })?;
+        self.publish(|s| {
+            let mut delta = (*s.delta).clone();
+            let _ = apply(&mut delta, &self.embedder, &self.matcher, rec.seq, rec.op.clone());
+            Snapshot { generation: s.generation + 1, shards: s.shards.clone(), delta: Arc::new(delta) }
+        })?;
+        Ok(rec.seq)
+    }
+
+    /// The visible templates and labels of `subject`, if any.
+    pub fn subject(&self, subject: &str) -> Option<SubjectView> {
+        let snap = self.snapshot();
+        let mut view =
+            SubjectView { id: subject.to_string(), labels: Vec::new(), templates: Vec::new(), locations: Vec::new() };
+        if !snap.delta.hides_shard_subject(subject) {
+            for s in &snap.shards {
+                let Some(ts) = s.by_subject.get(subject) else { continue };
+                for &t in ts {
+                    if let Ok(tpl) = s.shard.template(t as usize) {
+                        view.templates.push(tpl);
+                    }
+                }
+                if view.labels.is_empty() {
+                    let si = s.shard.subject_index(ts[0] as usize);
+                    view.labels = s
+                        .shard
+                        .subject_labels(si)
+                        .map(|l| l.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+                        .unwrap_or_default();
+                }
+                view.locations.push(s.entry.name.clone());
+            }
+        }
+        let mut in_delta = false;
+        for e in snap.delta.subject_entries(subject) {
+            view.templates.push(e.template.clone());
+            view.labels.clone_from(&e.labels);
+            in_delta = true;
+        }
+        if in_delta {
+            view.locations.push("delta".into());
+        }
+        (!view.templates.is_empty()).then_some(view)
+    }
+
+    /// Adds a shard file lying in the gallery folder to the gallery (checked
+    /// and verified first); searches see it from their next snapshot.
+    pub fn attach_shard(&self, file: &str) -> Result<ShardEntry, GalleryError> {
+        if file.contains('/') || file.contains("..") {
+            return Err(GalleryError::Invalid(format!("'{file}' must be a file name in the gallery folder")));
+        }
+        let mut m = self.manifest.lock().map_err(lock_err)?;
+        let name = file.strip_suffix(".whorl").unwrap_or(file).to_string();
+        if m.shards.iter().any(|s| s.name == name) {
+            return Err(GalleryError::Invalid(format!("shard '{name}' is already in the gallery")));
+        }
+        let shard = Shard::open(&self.dir.join(file))?;
+        loaded::check(&shard, &m.embedding, &m.mcc)?;
+        shard.verify()?;
+        let entry = entry_of(&shard, &name, file)?;
+        let ls = loaded::load(&self.dir, &entry, &m.embedding, &m.mcc, &self.opts)?;
+        let mut next = m.clone();
+        next.shards.push(entry.clone());
+        next.generation += 1;
+        next.store(&self.dir)?;
+        *m = next;
+        self.publish(|s| {
+            let mut shards = s.shards.clone();
+            shards.push(Arc::new(ls));
+            Snapshot { generation: s.generation + 1, shards, delta: Arc::clone(&s.delta) }
+        })?;
+        Ok(entry)
+    }
+
+    /// Removes shard `name` from the gallery (its files stay); searches
+    /// already running keep their snapshot.
+    pub fn detach_shard(&self, name: &str) -> Result<ShardEntry, GalleryError> {
+        let mut m = self.manifest.lock().map_err(lock_err)?;
+        let pos = m
+            .shards
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| GalleryError::NotFound(format!("shard '{name}'")))?;
+        let mut next = m.clone();
+        let entry = next.shards.remove(pos);
+        next.generation += 1;
+        next.store(&self.dir)?;
+        *m = next;
+        self.publish(|s| Snapshot {
+            generation: s.generation + 1,
+            shards: s.shards.iter().filter(|x| x.entry.name != name).cloned().collect(),
+            delta: Arc::clone(&s.delta),
+        })?;
+        if let Ok(mut p) = self.problems.write() {
+            p.retain(|x| x.name != name);
+        }
+        Ok(entry)
+    }
+
+    /// Folds the delta and the tombstones into shards: shards holding
+    /// deleted subjects are rewritten without them, live delta templates go
+    /// into new shards, then the manifest is swapped atomically and the log
+    /// emptied. Enrolments wait meanwhile; searches do not.
+    pub fn compact(&self) -> Result<CompactReport, GalleryError> {
+        let _x = self.maintenance.write().map_err(lock_err)?;
+        let mut m = self.manifest.lock().map_err(lock_err)?;
+        let snap = self.snapshot();
+        let mut report = CompactReport { applied_seq: self.wal.next_seq().saturating_sub(1), ..Default::default() };
+        let generation = m.generation + 1;
+        let spec = ShardSpec { embedding: m.embedding, mcc: m.mcc.clone(), f16: false };
+        let mut next = m.clone();
+        let mut new_loaded: Vec<Arc<LoadedShard>> = Vec::new();
+        let mut replaced: Vec<String> = Vec::new();
+        // Shards that hold deleted subjects.
+        for s in &snap.shards {
+            let doomed: usize =
+                s.by_subject.iter().filter(|(k, _)| snap.delta.hides_shard_subject(k)).map(|(_, v)| v.len()).sum();
+            if doomed == 0 {
+                new_loaded.push(Arc::clone(s));
+                continue;
+            }
+            let name = format!("{}-g{generation}", s.entry.name.split("-g").next().unwrap_or(&s.entry.name));
+            let file = format!("{name}.whorl");
+            let mut w = ShardWriter::create(&self.dir.join(&file), spec.clone())?;
+            let dim = spec.embedding.dim as usize;
+            let mut emb = vec![0f32; dim];
+            for t in 0..s.shard.len() {
+                let subj = s.subject_of(t);
+                if snap.delta.hides_shard_subject(subj) {
+                    continue;
+                }
+                let si = s.shard.subject_index(t);
+                let labels: Vec<(String, String)> =
+                    s.shard.subject_labels(si)?.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                let template = s.shard.template(t)?;
+                let prepared = crate::mcc::Prepared::from_words(s.shard.prepared(t)?.words().to_vec())
+                    .map_err(|e| GalleryError::Invalid(e.to_string()))?;
+                s.shard.embedding_into(t, &mut emb);
+                w.push(Entry {
+                    subject: subj,
+                    labels: &labels,
+                    template: &template,
+                    prepared: &prepared,
+                    embedding: &emb,
+                })?;
+            }
+            report.removed_templates += doomed as u64;
+            let summary = w.finish()?;
+            let entry = entry_of(&Shard::open(&summary.path)?, &name, &file)?;
+            new_loaded.push(Arc::new(loaded::load(&self.dir, &entry, &m.embedding, &m.mcc, &self.opts)?));
+            replaced.push(s.entry.name.clone());
+            report.rewritten.push(name);
+        }
+        // The delta, into new shards.
+        let live: Vec<&Arc<DeltaEntry>> = snap.delta.live().collect();
+        for (k, part) in live.chunks(self.opts.shard_size.max(1)).enumerate() {
+            let name = format!("delta-g{generation}-{k:03}");
+            let file = format!("{name}.whorl");
+            let mut w = ShardWriter::create(&self.dir.join(&file), spec.clone())?;
+            for e in part {
+                w.push(Entry {
+                    subject: &e.subject,
+                    labels: &e.labels,
+                    template: &e.template,
+                    prepared: &e.prepared,
+                    embedding: &e.embedding,
+                })?;
+            }
+            report.folded_templates += part.len() as u64;
+            let summary = w.finish()?;
+            let entry = entry_of(&Shard::open(&summary.path)?, &name, &file)?;
+            new_loaded.push(Arc::new(loaded::load(&self.dir, &entry, &m.embedding, &m.mcc, &self.opts)?));
+            report.added.push(name);
+        }
+        next.shards = new_loaded.iter().map(|s| s.entry.clone()).collect();
+        next.applied_seq = report.applied_seq;
+        next.generation = generation;
+        next.store(&self.dir)?;
+        *m = next;
+        // Records up to applied_seq are now in shards; replay skips them even
+        // if the log is not emptied before a crash.
+        self.wal.rewrite(&[] as &[Record])?;
+        self.publish(|s| Snapshot {
+            generation: s.generation + 1,
+            shards: new_loaded.clone(),
+            delta: Arc::new(Delta::default()),
+        })?;
+        for name in replaced {
+            for ext in [".whorl", ".index.json", ".hnsw.graph", ".hnsw.data"] {
+                let _ = std::fs::remove_file(self.dir.join(format!("{name}{ext}")));
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The manifest entry of an opened shard.
+pub(super) fn entry_of(shard: &Shard, name: &str, file: &str) -> Result<ShardEntry, GalleryError> {
+    let bytes = std::fs::metadata(shard.path())
+        .map_err(|e| GalleryError::Io(format!("{}: {e}", shard.path().display())))?
+        .len();
+    Ok(ShardEntry {
+        name: name.to_string(),
+        file: file.to_string(),
+        templates: shard.len() as u64,
+        subjects: shard.subjects() as u64,
+        bytes,
+        table_crc: shard.header().table_crc,
+        embeddings_crc: shard.section_crc(SectionKind::Embeddings),
+    })
+}

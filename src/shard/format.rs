@@ -1,0 +1,208 @@
+//! The shard's on-disk structures: `#[repr(C)]` little-endian records with
+//! explicit padding, read in place through bytemuck. Sizes are asserted.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Magic bytes at offset 0.
+pub const MAGIC: [u8; 8] = *b"WHORLSHD";
+/// Current format version.
+pub const VERSION: u32 = 1;
+/// Sections start at multiples of this.
+pub const ALIGN: u64 = 64;
+/// Header flag: embeddings are IEEE f16 instead of f32.
+pub const FLAG_F16: u32 = 1;
+
+/// The file header (128 bytes at offset 0).
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct FileHeader {
+    /// `WHORLSHD`.
+    pub magic: [u8; 8],
+    /// Format version.
+    pub version: u32,
+    /// [`FLAG_F16`] and reserved bits.
+    pub flags: u32,
+    /// Templates in the shard.
+    pub templates: u64,
+    /// Distinct subjects.
+    pub subjects: u64,
+    /// Embedding method name, NUL-padded.
+    pub embedding_method: [u8; 8],
+    /// Embedding version.
+    pub embedding_version: u32,
+    /// Embedding dimension.
+    pub embedding_dim: u32,
+    /// Layout version of the prepared (cylinder) blobs.
+    pub prepared_layout: u32,
+    /// CRC32C of the cylinder parameters (JSON of `MccParams`).
+    pub mcc_params_crc: u32,
+    /// Cylinder radius R, σ_S, σ_D, μ_Ψ, Ω, min_VC (f32 each).
+    pub mcc_params: [f32; 6],
+    /// min_M.
+    pub mcc_min_m: u32,
+    /// Entries in the section table that follows the header.
+    pub section_count: u32,
+    /// CRC32C of the header (this field as 0) and the section table.
+    pub table_crc: u32,
+    /// Zero.
+    pub reserved: [u32; 9],
+}
+
+/// One entry of the section table (32 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
+pub struct SectionEntry {
+    /// [`SectionKind`] code.
+    pub kind: u32,
+    /// Reserved (0).
+    pub flags: u32,
+    /// Byte offset in the file (multiple of [`ALIGN`]).
+    pub offset: u64,
+    /// Length in bytes.
+    pub length: u64,
+    /// CRC32C of the section's bytes.
+    pub crc32c: u32,
+    /// Reserved (0).
+    pub reserved: u32,
+}
+
+/// One subject (16 bytes): its id and labels in the string heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
+pub struct SubjectRecord {
+    /// Offset of the id in the string heap.
+    pub id_offset: u32,
+    /// Length of the id in bytes.
+    pub id_len: u32,
+    /// First label in the label table.
+    pub labels_start: u32,
+    /// Number of labels.
+    pub labels_count: u32,
+}
+
+/// One label (16 bytes): key and value in the string heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
+pub struct LabelRecord {
+    /// Key offset.
+    pub key_offset: u32,
+    /// Key length.
+    pub key_len: u32,
+    /// Value offset.
+    pub value_offset: u32,
+    /// Value length.
+    pub value_len: u32,
+}
+
+/// Template header in the minutiae section (16 bytes), followed by its minutiae.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
+pub struct MinutiaeHeader {
+    /// Number of minutiae that follow.
+    pub count: u32,
+    /// x resolution, px/cm.
+    pub resolution_x: u16,
+    /// y resolution, px/cm.
+    pub resolution_y: u16,
+    /// Image width.
+    pub width: u16,
+    /// Image height.
+    pub height: u16,
+    /// Finger position.
+    pub finger: u8,
+    /// Impression type.
+    pub impression: u8,
+    /// View number.
+    pub view: u8,
+    /// Finger quality.
+    pub quality: u8,
+}
+
+/// One stored minutia (16 bytes): the crate conventions, exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct PackedMinutia {
+    /// x, pixels.
+    pub x: f32,
+    /// y, pixels.
+    pub y: f32,
+    /// Angle, radians.
+    pub angle: f32,
+    /// Kind code (0 other, 1 ending, 2 bifurcation).
+    pub kind: u8,
+    /// Quality.
+    pub quality: u8,
+    /// Zero.
+    pub pad: [u8; 2],
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<FileHeader>() == 128);
+    assert!(std::mem::size_of::<SectionEntry>() == 32);
+    assert!(std::mem::size_of::<SubjectRecord>() == 16);
+    assert!(std::mem::size_of::<LabelRecord>() == 16);
+    assert!(std::mem::size_of::<MinutiaeHeader>() == 16);
+    assert!(std::mem::size_of::<PackedMinutia>() == 16);
+};
+
+/// The sections of a shard, in file order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SectionKind {
+    /// u32 per template: index of its subject.
+    TemplateSubject = 1,
+    /// u8 per template: finger position.
+    FingerPosition = 2,
+    /// u64 per template, plus one: word offsets into [`Self::Prepared`].
+    PreparedOffsets = 3,
+    /// dim values per template, f32 (or f16 with [`FLAG_F16`]).
+    Embeddings = 4,
+    /// Prepared cylinder blobs (u64 words), read by the matcher and the GPU in place.
+    Prepared = 5,
+    /// u64 per template, plus one: byte offsets into [`Self::Minutiae`].
+    MinutiaeOffsets = 6,
+    /// Per template: a [`MinutiaeHeader`] and its [`PackedMinutia`]s.
+    Minutiae = 7,
+    /// [`SubjectRecord`] per subject.
+    Subjects = 8,
+    /// [`LabelRecord`]s.
+    Labels = 9,
+    /// UTF-8 string heap of subject ids and labels.
+    Strings = 10,
+}
+
+impl SectionKind {
+    /// Every section, in file order.
+    pub const ALL: [SectionKind; 10] = [
+        SectionKind::TemplateSubject,
+        SectionKind::FingerPosition,
+        SectionKind::PreparedOffsets,
+        SectionKind::Embeddings,
+        SectionKind::Prepared,
+        SectionKind::MinutiaeOffsets,
+        SectionKind::Minutiae,
+        SectionKind::Subjects,
+        SectionKind::Labels,
+        SectionKind::Strings,
+    ];
+
+    /// From the on-disk code.
+    pub fn from_code(c: u32) -> Option<SectionKind> {
+        SectionKind::ALL.into_iter().find(|k| *k as u32 == c)
+    }
+
+    /// A short name for errors and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            SectionKind::TemplateSubject => "template subjects",
+            SectionKind::FingerPosition => "finger positions",
+            SectionKind::PreparedOffsets => "prepared offsets",
+            SectionKind::Embeddings => "embeddings",
+            SectionKind::Prepared => "prepared cylinders",
+            SectionKind::MinutiaeOffsets => "minutiae offsets",
+            SectionKind::Minutiae => "minutiae",
+            SectionKind::Subjects => "subjects",
+            SectionKind::Labels => "labels",
+            SectionKind::Strings => "strings",
+        }
+    }
+}

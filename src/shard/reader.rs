@@ -1,0 +1,409 @@
+//! Reading a shard in place through a memory map.
+//!
+//! [`Shard::open`] maps the file and checks, in this order, the magic, the
+//! bounds, the version and the header/section-table checksum, then the
+//! section table itself (every kind once, 64-byte aligned, inside the file,
+//! not overlapping, lengths consistent with the counts) and the offset
+//! arrays (monotonic, ending at their section's length) — no typed slice
+//! is handed out before that. It reads only the header, the table and the
+//! offsets, so opening costs milliseconds whatever the shard's size.
+//! [`Shard::verify`] checks every section's CRC32C.
+
+#![allow(unsafe_code)]
+
+use super::ShardError;
+use super::format::*;
+use crate::embed::EmbeddingId;
+use crate::mcc::PreparedRef;
+use crate::template::{FingerPosition, ImpressionType, Minutia, MinutiaKind, Template};
+use memmap2::Mmap;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// An open, checked shard.
+#[derive(Debug)]
+pub struct Shard {
+    path: PathBuf,
+    map: Mmap,
+    header: FileHeader,
+    sections: Vec<(SectionKind, Range<usize>, u32)>,
+}
+
+impl Shard {
+    /// Maps and checks `path` (see the module doc).
+    pub fn open(path: &Path) -> Result<Shard, ShardError> {
+        let file =
+            File::open(path).map_err(|e| ShardError::Io { file: path.display().to_string(), what: e.to_string() })?;
+        // SAFETY: the map is read-only and private to this process. whorl
+        // never modifies a published shard (new shards are written under a
+        // temporary name and renamed into place), so the bytes cannot change
+        // under the map unless another program truncates or rewrites the file,
+        // which the gallery's documentation forbids. Every read below is
+        // bounds-checked against `map.len()`.
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| ShardError::Io { file: path.display().to_string(), what: e.to_string() })?;
+        let corrupt = |section: &str, offset: u64, problem: String| ShardError::Corrupt {
+            file: path.display().to_string(),
+            section: section.to_string(),
+            offset,
+            problem,
+        };
+        let hsize = std::mem::size_of::<FileHeader>();
+        if map.len() < 8 || map[..8] != MAGIC {
+            let found = map[..map.len().min(8)].to_vec();
+            return Err(ShardError::Magic { file: path.display().to_string(), found });
+        }
+        if map.len() < hsize {
+            return Err(corrupt("header", 0, format!("file is {} bytes, the header needs {hsize}", map.len())));
+        }
+        let header: FileHeader = bytemuck::pod_read_unaligned(&map[..hsize]);
+        if header.version != VERSION {
+            return Err(ShardError::Version { file: path.display().to_string(), found: header.version });
+        }
+        let esize = std::mem::size_of::<SectionEntry>();
+        let count = header.section_count as usize;
+        let table_end = hsize.saturating_add(count.saturating_mul(esize));
+        if count != SectionKind::ALL.len() || table_end > map.len() {
+            return Err(corrupt(
+                "section table",
+                hsize as u64,
+                format!("{count} entries do not fit a {}-byte file", map.len()),
+            ));
+        }
+        let table: Vec<SectionEntry> =
+            map[hsize..table_end].chunks_exact(esize).map(bytemuck::pod_read_unaligned).collect();
+        let crc = super::writer::table_crc(&header, &table);
+        if crc != header.table_crc {
+            return Err(corrupt(
+                "header and section table",
+                0,
+                format!("CRC32C mismatch (stored {:08x}, computed {crc:08x})", header.table_crc),
+            ));
+        }
+        let mut sections = Vec::with_capacity(count);
+        let mut last_end = table_end as u64;
+        for (i, (e, want)) in table.iter().zip(SectionKind::ALL).enumerate() {
+            let at = (hsize + i * esize) as u64;
+            let kind = SectionKind::from_code(e.kind).filter(|k| *k == want).ok_or_else(|| {
+                corrupt("section table", at, format!("entry {i} has kind {} (expected {})", e.kind, want as u32))
+            })?;
+            let end = e.offset.checked_add(e.length).filter(|&x| x <= map.len() as u64);
+            if e.offset % ALIGN != 0 || e.offset < last_end || end.is_none() {
+                return Err(corrupt(
+                    kind.name(),
+                    e.offset,
+                    format!(
+                        "section [{}, +{}) is misaligned, overlapping or outside the {}-byte file",
+                        e.offset,
+                        e.length,
+                        map.len()
+                    ),
+                ));
+            }
+            last_end = e.offset + e.length;
+            sections.push((kind, e.offset as usize..last_end as usize, e.crc32c));
+        }
+        if last_end != map.len() as u64 {
+            return Err(corrupt(
+                "file end",
+                last_end,
+                format!("{} bytes after the last section", map.len() as u64 - last_end),
+            ));
+        }
+        // Alignment padding belongs to no section: it must be zero, so that
+        // no byte of the file goes unchecked.
+        let mut gap_start = table_end;
+        for (kind, range, _) in &sections {
+            if let Some(i) = map[gap_start..range.start].iter().position(|&b| b != 0) {
+                return Err(corrupt(
+                    &format!("padding before {}", kind.name()),
+                    (gap_start + i) as u64,
+                    "non-zero padding byte".into(),
+                ));
+            }
+            gap_start = range.end;
+        }
+        let shard = Shard { path: path.to_path_buf(), map, header, sections };
+        shard.check_shapes()?;
+        Ok(shard)
+    }
+
+    fn corrupt(&self, kind: SectionKind, offset: usize, problem: String) -> ShardError {
+        ShardError::Corrupt {
+            file: self.path.display().to_string(),
+            section: kind.name().into(),
+            offset: offset as u64,
+            problem,
+        }
+    }
+
+    /// Section lengths against the counts, offset arrays monotonic and in range.
+    fn check_shapes(&self) -> Result<(), ShardError> {
+        let t = self.header.templates as usize;
+        let s = self.header.subjects as usize;
+        let dim = self.header.embedding_dim as usize;
+        let ew = if self.f16() { 2 } else { 4 };
+        let want = [
+            (SectionKind::TemplateSubject, t.checked_mul(4)),
+            (SectionKind::FingerPosition, Some(t)),
+            (SectionKind::PreparedOffsets, t.checked_add(1).and_then(|x| x.checked_mul(8))),
+            (SectionKind::Embeddings, t.checked_mul(dim).and_then(|x| x.checked_mul(ew))),
+            (SectionKind::MinutiaeOffsets, t.checked_add(1).and_then(|x| x.checked_mul(8))),
+            (SectionKind::Subjects, s.checked_mul(16)),
+        ];
+        for (k, n) in want {
+            let r = self.range(k);
+            if Some(r.len()) != n {
+                return Err(self.corrupt(
+                    k,
+                    r.start,
+                    format!("{} bytes, expected {:?} for {t} templates, {s} subjects", r.len(), n),
+                ));
+            }
+        }
+        if !self.section(SectionKind::Prepared).len().is_multiple_of(8)
+            || !self.section(SectionKind::Labels).len().is_multiple_of(16)
+        {
+            return Err(self.corrupt(
+                SectionKind::Prepared,
+                self.range(SectionKind::Prepared).start,
+                "length not a multiple of its records".into(),
+            ));
+        }
+        for (offsets, data, unit) in [
+            (SectionKind::PreparedOffsets, SectionKind::Prepared, 8),
+            (SectionKind::MinutiaeOffsets, SectionKind::Minutiae, 1),
+        ] {
+            let o = self.u64s(offsets);
+            let limit = (self.section(data).len() / unit) as u64;
+            let bad = o.first() != Some(&0) || o.windows(2).any(|w| w[0] > w[1]) || o.last() != Some(&limit);
+            if bad {
+                return Err(self.corrupt(
+                    offsets,
+                    self.range(offsets).start,
+                    format!("offsets are not monotonic from 0 to {limit}"),
+                ));
+            }
+        }
+        if let Some(i) = self.u32s(SectionKind::TemplateSubject).iter().position(|&x| x as usize >= s) {
+            return Err(self.corrupt(
+                SectionKind::TemplateSubject,
+                self.range(SectionKind::TemplateSubject).start + 4 * i,
+                "subject index out of range".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn range(&self, k: SectionKind) -> Range<usize> {
+        self.sections.iter().find(|s| s.0 == k).map(|s| s.1.clone()).unwrap_or(0..0)
+    }
+
+    fn section(&self, k: SectionKind) -> &[u8] {
+        &self.map[self.range(k)]
+    }
+
+    // Sections start at 64-byte boundaries of a page-aligned map, so these
+    // casts only fail on a length that check_shapes has already refused.
+    fn u64s(&self, k: SectionKind) -> &[u64] {
+        bytemuck::try_cast_slice(self.section(k)).unwrap_or(&[])
+    }
+
+    fn u32s(&self, k: SectionKind) -> &[u32] {
+        bytemuck::try_cast_slice(self.section(k)).unwrap_or(&[])
+    }
+
+    /// Checks every section's CRC32C; the first mismatch is an error naming
+    /// the section and its offset.
+    pub fn verify(&self) -> Result<(), ShardError> {
+        for (kind, range, crc) in &self.sections {
+            let got = crc32c::crc32c(&self.map[range.clone()]);
+            if got != *crc {
+                return Err(self.corrupt(
+                    *kind,
+                    range.start,
+                    format!("CRC32C mismatch (stored {crc:08x}, computed {got:08x})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Templates in the shard.
+    pub fn len(&self) -> usize {
+        self.header.templates as usize
+    }
+
+    /// Whether the shard holds no template.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Distinct subjects.
+    pub fn subjects(&self) -> usize {
+        self.header.subjects as usize
+    }
+
+    /// The header.
+    pub fn header(&self) -> &FileHeader {
+        &self.header
+    }
+
+    /// Whether embeddings are stored as f16.
+    pub fn f16(&self) -> bool {
+        self.header.flags & FLAG_F16 != 0
+    }
+
+    /// The embedding the vectors were made with.
+    pub fn embedding(&self) -> EmbeddingId {
+        EmbeddingId {
+            method: self.header.embedding_method,
+            version: self.header.embedding_version,
+            dim: self.header.embedding_dim,
+        }
+    }
+
+    /// (section, offset, length, stored CRC32C) of every section.
+    pub fn sections(&self) -> Vec<(SectionKind, u64, u64, u32)> {
+        self.sections.iter().map(|(k, r, c)| (*k, r.start as u64, r.len() as u64, *c)).collect()
+    }
+
+    /// The stored CRC32C of a section.
+    pub fn section_crc(&self, k: SectionKind) -> u32 {
+        self.sections.iter().find(|s| s.0 == k).map(|s| s.2).unwrap_or(0)
+    }
+
+    /// The f32 embeddings, row after row (`None` if stored as f16).
+    pub fn embeddings_f32(&self) -> Option<&[f32]> {
+        if self.f16() { None } else { bytemuck::try_cast_slice(self.section(SectionKind::Embeddings)).ok() }
+    }
+
+    /// The embedding of template `t` as f32 (converted from f16 if needed).
+    pub fn embedding_into(&self, t: usize, out: &mut [f32]) {
+        let dim = self.header.embedding_dim as usize;
+        let s = self.section(SectionKind::Embeddings);
+        if self.f16() {
+            for (o, c) in out.iter_mut().zip(s[t * dim * 2..(t + 1) * dim * 2].chunks_exact(2)) {
+                *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        } else if let Some(all) = self.embeddings_f32() {
+            out.copy_from_slice(&all[t * dim..(t + 1) * dim]);
+        }
+    }
+
+    /// The prepared cylinders of template `t`, read in place.
+    pub fn prepared(&self, t: usize) -> Result<PreparedRef<'_>, ShardError> {
+        let o = self.u64s(SectionKind::PreparedOffsets);
+        let words: &[u64] = bytemuck::try_cast_slice(self.section(SectionKind::Prepared)).unwrap_or(&[]);
+        let (a, b) = (o[t] as usize, o[t + 1] as usize);
+        PreparedRef::new(&words[a..b]).map_err(|e| {
+            self.corrupt(
+                SectionKind::Prepared,
+                self.range(SectionKind::Prepared).start + 8 * a,
+                format!("template {t}: {e}"),
+            )
+        })
+    }
+
+    /// All prepared words (the GPU uploads them as they are) and the
+    /// per-template word offsets.
+    pub fn prepared_words(&self) -> (&[u64], &[u64]) {
+        let words: &[u64] = bytemuck::try_cast_slice(self.section(SectionKind::Prepared)).unwrap_or(&[]);
+        (words, self.u64s(SectionKind::PreparedOffsets))
+    }
+
+    /// Finger position of template `t`.
+    pub fn finger(&self, t: usize) -> FingerPosition {
+        FingerPosition(self.section(SectionKind::FingerPosition)[t])
+    }
+
+    /// Index of the subject of template `t`.
+    pub fn subject_index(&self, t: usize) -> usize {
+        self.u32s(SectionKind::TemplateSubject)[t] as usize
+    }
+
+    fn string(&self, offset: u32, len: u32) -> Result<&str, ShardError> {
+        let heap = self.section(SectionKind::Strings);
+        let r = offset as usize..(offset as usize).saturating_add(len as usize);
+        heap.get(r.clone()).and_then(|b| std::str::from_utf8(b).ok()).ok_or_else(|| {
+            self.corrupt(
+                SectionKind::Strings,
+                self.range(SectionKind::Strings).start + r.start,
+                "string out of range or not UTF-8".into(),
+            )
+        })
+    }
+
+    fn subject_record(&self, s: usize) -> Result<SubjectRecord, ShardError> {
+        let b = self.section(SectionKind::Subjects);
+        b.get(16 * s..16 * s + 16).map(bytemuck::pod_read_unaligned).ok_or_else(|| {
+            self.corrupt(SectionKind::Subjects, self.range(SectionKind::Subjects).start, format!("no subject {s}"))
+        })
+    }
+
+    /// The id of subject `s`.
+    pub fn subject_id(&self, s: usize) -> Result<&str, ShardError> {
+        let r = self.subject_record(s)?;
+        self.string(r.id_offset, r.id_len)
+    }
+
+    /// The labels of subject `s`.
+    pub fn subject_labels(&self, s: usize) -> Result<Vec<(&str, &str)>, ShardError> {
+        let r = self.subject_record(s)?;
+        let table = self.section(SectionKind::Labels);
+        (r.labels_start as usize..(r.labels_start as usize).saturating_add(r.labels_count as usize))
+            .map(|i| {
+                let l: LabelRecord =
+                    table.get(16 * i..16 * i + 16).map(bytemuck::pod_read_unaligned).ok_or_else(|| {
+                        self.corrupt(
+                            SectionKind::Labels,
+                            self.range(SectionKind::Labels).start,
+                            format!("no label {i}"),
+                        )
+                    })?;
+                Ok((self.string(l.key_offset, l.key_len)?, self.string(l.value_offset, l.value_len)?))
+            })
+            .collect()
+    }
+
+    /// The stored template `t` (its minutiae exactly as enrolled).
+    pub fn template(&self, t: usize) -> Result<Template, ShardError> {
+        let o = self.u64s(SectionKind::MinutiaeOffsets);
+        let data = self.section(SectionKind::Minutiae);
+        let start = self.range(SectionKind::Minutiae).start;
+        let (a, b) = (o[t] as usize, o[t + 1] as usize);
+        let rec = &data[a..b];
+        let bad = |p: String| self.corrupt(SectionKind::Minutiae, start + a, format!("template {t}: {p}"));
+        if rec.len() < 16 {
+            return Err(bad("record shorter than its header".into()));
+        }
+        let h: MinutiaeHeader = bytemuck::pod_read_unaligned(&rec[..16]);
+        if rec.len() != 16 + 16 * h.count as usize {
+            return Err(bad(format!("{} bytes for {} minutiae", rec.len(), h.count)));
+        }
+        let minutiae = rec[16..]
+            .chunks_exact(16)
+            .map(|c| {
+                let p: PackedMinutia = bytemuck::pod_read_unaligned(c);
+                Minutia { x: p.x, y: p.y, angle: p.angle, kind: MinutiaKind::from_code(p.kind), quality: p.quality }
+            })
+            .collect();
+        Ok(Template {
+            finger_position: FingerPosition(h.finger),
+            impression_type: ImpressionType(h.impression),
+            view_number: h.view,
+            resolution_x: h.resolution_x,
+            resolution_y: h.resolution_y,
+            width: h.width,
+            height: h.height,
+            quality: h.quality,
+            minutiae,
+        })
+    }
+}
