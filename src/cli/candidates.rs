@@ -57,6 +57,13 @@ pub struct CandidatesArgs {
     /// experiments on the same gallery and seed).
     #[arg(long)]
     pub(super) reuse_index: bool,
+    /// Also rank the synthetic probes by exhaustive MCC matching against a
+    /// gallery of this many fingers: the ceiling of any candidate stage.
+    #[arg(long)]
+    pub(super) mcc_ceiling: Option<u64>,
+    /// Folder for report.md and hit_rate.png.
+    #[arg(long)]
+    pub(super) out: Option<std::path::PathBuf>,
     /// Where to save the HNSW index (reload time is measured from it).
     #[arg(long, default_value = "target/eval-candidates-index")]
     pub(super) index_dir: std::path::PathBuf,
@@ -69,18 +76,25 @@ fn embed_all(e: &Embedder, ts: &[Template]) -> Vec<f32> {
     out
 }
 
-fn print_rates(name: &str, ranks: &[usize], size: usize) {
+/// Prints a table row and returns the curve (penetration %, hit rate %).
+fn print_rates(name: &str, ranks: &[usize], size: usize, table: &mut String) -> Vec<(f64, f64)> {
     let rates = hit_rates(ranks, size, &PENETRATIONS);
     let cells: Vec<String> = rates.iter().map(|r| format!("{:.1}% ({})", 100.0 * r.hit_rate, r.list)).collect();
-    println!("| {name} | {size} | {} | {} |", ranks.len(), cells.join(" | "));
+    let row = format!("| {name} | {size} | {} | {} |", ranks.len(), cells.join(" | "));
+    println!("{row}");
+    table.push_str(&row);
+    table.push('\n');
+    rates.iter().map(|r| (100.0 * r.penetration, 100.0 * r.hit_rate)).collect()
 }
 
 pub fn run(a: CandidatesArgs) -> Result<()> {
     let e = super::embed::embedder(&a.method, a.model.as_deref())?;
     let synth = Synth::new(SynthParams::default(), a.seed);
     println!("embedding: {}", e.id());
-    println!("| gallery | size | probes | 0.1% | 0.5% | 1% | 2% | 5% |");
-    println!("|---|---|---|---|---|---|---|---|");
+    let mut table =
+        String::from("| gallery | size | probes | 0.1% | 0.5% | 1% | 2% | 5% |\n|---|---|---|---|---|---|---|---|\n");
+    print!("{table}");
+    let mut curves: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     // Real: impression 1 of each FVC2002 finger plus distractors; impressions 2-8 probe.
     let dirs = whorl::data::fvc2002_dirs();
     if !dirs.is_empty() {
@@ -106,7 +120,8 @@ pub fn run(a: CandidatesArgs) -> Result<()> {
         let g = embed_all(&e, &gallery);
         let p: Vec<Vec<f32>> = probes.iter().map(|t| e.embed(t)).collect();
         let ranks = exact_ranks(&g, e.dim(), &p, &mates);
-        print_rates("FVC2002 + synthetic distractors (exact)", &ranks, gallery.len());
+        let c = print_rates("FVC2002 + synthetic distractors (exact)", &ranks, gallery.len(), &mut table);
+        curves.push((format!("FVC2002 probes, {} distractors", a.distractors), c));
         eprintln!("real: {:.1} s", t0.elapsed().as_secs_f64());
     } else if a.synthetic.is_empty() {
         bail!("no FVC2002 data and no synthetic galleries asked for");
@@ -119,15 +134,58 @@ pub fn run(a: CandidatesArgs) -> Result<()> {
         let probes: Vec<Vec<f32>> = synth.batch(0..np, 1..2).iter().map(|r| e.embed(&r.template)).collect();
         let mates: Vec<usize> = (0..np as usize).collect();
         let ranks = exact_ranks(&g, e.dim(), &probes, &mates);
-        print_rates("synthetic (exact)", &ranks, n as usize);
+        let c = print_rates("synthetic (exact)", &ranks, n as usize, &mut table);
+        curves.push((format!("synthetic, {n} fingers"), c));
         eprintln!("synthetic {n}: {:.1} s", t0.elapsed().as_secs_f64());
         last = Some((g, probes));
+    }
+    if let Some(n) = a.mcc_ceiling {
+        let ranks = mcc_ranks(&synth, n, a.probes.min(n));
+        let c = print_rates("synthetic, exhaustive MCC (ceiling)", &ranks, n as usize, &mut table);
+        curves.push((format!("synthetic {n}, exhaustive MCC matching"), c));
+    }
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out)?;
+        let series: Vec<whorl::plot::Series> =
+            curves.iter().map(|(n, p)| whorl::plot::Series { name: n, points: p.clone() }).collect();
+        whorl::plot::line_chart(
+            &out.join("hit_rate.png"),
+            &format!("Mate in the candidate list ({})", e.id()),
+            ("candidate list, % of the gallery (log)", whorl::plot::Scale::Log(0.08, 6.0)),
+            ("probes whose mate is in the list, %", whorl::plot::Scale::Linear(50.0, 100.0)),
+            &series,
+        )?;
+        let cmd: Vec<String> = std::env::args().collect();
+        std::fs::write(
+            out.join("report.md"),
+            format!(
+                "# Candidate stage: hit rate against penetration\n\nCommand: `{}`\n\nEmbedding: {}\n\n{table}\n![hit rate](hit_rate.png)\n",
+                cmd.join(" "),
+                e.id()
+            ),
+        )?;
     }
     if a.hnsw {
         let Some((g, probes)) = last else { bail!("--hnsw needs a synthetic gallery") };
         super::hnsw_bench::run(&a, &e, &g, &probes)?;
     }
     Ok(())
+}
+
+/// Mate ranks of the synthetic probes under exhaustive MCC matching
+/// against `n` gallery fingers: how well any candidate stage could do.
+fn mcc_ranks(synth: &Synth, n: u64, probes: u64) -> Vec<usize> {
+    use whorl::mcc::{Matcher, Scratch};
+    let m = Matcher::default();
+    let gallery: Vec<_> = synth.batch(0..n, 0..1).par_iter().map(|r| m.prepare(&r.template)).collect();
+    let ps: Vec<_> = synth.batch(0..probes, 1..2).par_iter().map(|r| m.prepare(&r.template)).collect();
+    ps.par_iter()
+        .enumerate()
+        .map_init(Scratch::new, |s, (i, p)| {
+            let mate = m.score(p.view(), gallery[i].view(), s);
+            gallery.iter().filter(|g| m.score(p.view(), g.view(), s) > mate).count()
+        })
+        .collect()
 }
 
 /// Embeddings of impression 0 of fingers 0..n, generated and embedded in

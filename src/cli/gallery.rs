@@ -35,7 +35,7 @@ pub struct BuildArgs {
     #[arg(long)]
     f16: bool,
     /// HNSW neighbours per node.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 32)]
     m: usize,
     /// HNSW ef at construction.
     #[arg(long, default_value_t = 200)]

@@ -1,6 +1,7 @@
 //! Command-line front end: parses arguments with clap and hands each
 //! subcommand to its module. `anyhow` is used here and nowhere in the library.
 
+mod bench_rescore;
 mod candidates;
 mod demo;
 mod embed;
@@ -50,6 +51,8 @@ enum Command {
     EnrollStress(gallery::StressArgs),
     /// Learn the embedding model from synthetic templates.
     EmbedTrain(embed::TrainArgs),
+    /// Re-scoring throughput, CPU and GPU backends.
+    BenchRescore(bench_rescore::BenchRescoreArgs),
     /// Candidate-stage accuracy: hit rate against penetration.
     EvalCandidates(candidates::CandidatesArgs),
     /// Run the main job on a built-in synthetic gallery.
@@ -75,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Compact(args) => gallery::compact(args),
         Command::EnrollStress(args) => gallery::enroll_stress(args),
         Command::EvalCandidates(args) => candidates::run(args),
+        Command::BenchRescore(args) => bench_rescore::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

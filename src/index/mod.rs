@@ -32,7 +32,7 @@ pub struct IndexParams {
 
 impl Default for IndexParams {
     fn default() -> IndexParams {
-        IndexParams { max_connections: 24, ef_construction: 200 }
+        IndexParams { max_connections: 32, ef_construction: 200 }
     }
 }
 

@@ -114,9 +114,14 @@ pub fn pair_counts(a: &Cyl, b: &Cyl) -> PairCounts {
     c
 }
 
+/// Largest γ: Q16 one minus one unit, so that γ and a pair index (16 bits
+/// each) pack into the u32 keys the GPU sorts. Only identical masked
+/// cylinders would reach 1.
+pub const GAMMA_MAX: u32 = Q16 - 1;
+
 /// γ in Q16 from the three counts (0 when `both` is below min_ME or the
-/// masked cylinders are empty). Popcounts never exceed 6 × 256 < SQRT_LEN;
-/// the clamps only spare bounds checks.
+/// masked cylinders are empty), at most [`GAMMA_MAX`]. Popcounts never
+/// exceed 6 × 256 < SQRT_LEN; the clamps only spare bounds checks.
 #[inline]
 pub fn gamma_from(l: &Luts, both: u32, pa: u32, pb: u32, px: u32) -> u32 {
     if both < l.min_me_cells {
@@ -127,7 +132,7 @@ pub fn gamma_from(l: &Luts, both: u32, pa: u32, pb: u32, px: u32) -> u32 {
     if den == 0 {
         return 0;
     }
-    Q16.saturating_sub((at(px) << 16) / den)
+    Q16.saturating_sub((at(px) << 16) / den).min(GAMMA_MAX)
 }
 
 /// The portable kernel: γ of two cylinders with their planes, testing

@@ -1,0 +1,512 @@
+//! The GPU re-scorer: the `rescore.wgsl` kernel over resident or streamed
+//! gallery blobs, batched, with uploads and readbacks overlapped with
+//! compute (up to [`IN_FLIGHT`] batches queued).
+
+use super::context::{GpuContext, GpuOptions};
+use super::layout::{GpuItem, GpuParams, PAIR_COUNTS_WGSL, RESCORE_WGSL};
+use crate::mcc::{Matcher, ScoreParts};
+use crate::mcc::{PairCounts, PreparedRef};
+use crate::rescore::{Backend, Query, RescoreError, Rescorer};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wgpu::util::DeviceExt;
+
+/// Batches queued on the GPU before the host waits for the oldest.
+pub const IN_FLIGHT: usize = 3;
+
+/// Where time went during the last `rescore` call.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Timings {
+    /// Building and writing buffers (probes, streamed blobs, work lists).
+    pub upload: Duration,
+    /// Waiting for the GPU to finish (dispatches queued in between overlap with uploads).
+    pub compute: Duration,
+    /// Mapping and copying results back.
+    pub readback: Duration,
+    /// Work items scored.
+    pub items: usize,
+    /// Dispatches issued.
+    pub dispatches: usize,
+}
+
+/// A shard's prepared section kept on the GPU, split into chunks that each
+/// fit one storage binding.
+struct Resident {
+    chunks: Vec<wgpu::Buffer>,
+    /// Per template: (chunk, u32 offset in the chunk).
+    at: Vec<(u32, u32)>,
+    bytes: u64,
+}
+
+/// The GPU backend of [`Rescorer`].
+pub struct GpuRescorer {
+    ctx: GpuContext,
+    pipeline: wgpu::ComputePipeline,
+    counts_pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    luts: wgpu::Buffer,
+    params: GpuParams,
+    max_binding: u64,
+    max_items: usize,
+    resident: Mutex<HashMap<u64, Arc<Resident>>>,
+    resident_budget: u64,
+    timings: Mutex<Timings>,
+}
+
+impl std::fmt::Debug for GpuRescorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuRescorer").field("ctx", &self.ctx).finish()
+    }
+}
+
+fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+impl GpuRescorer {
+    /// Opens a device and builds the pipeline once. `resident_budget` bytes
+    /// of shard data may be kept on the GPU.
+    pub fn new(matcher: &Matcher, opts: &GpuOptions, resident_budget: u64) -> Result<GpuRescorer, RescoreError> {
+        let ctx = GpuContext::new(opts)?;
+        let d = &ctx.device;
+        super::layout::validate(RESCORE_WGSL).map_err(RescoreError::Gpu)?;
+        let scope = d.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("rescore.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(RESCORE_WGSL.into()),
+        });
+        let counts_module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("pair_counts.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(PAIR_COUNTS_WGSL.into()),
+        });
+        let mut entries: Vec<wgpu::BindGroupLayoutEntry> =
+            vec![storage(0, true), storage(1, true), storage(2, true), storage(3, true), storage(4, false)];
+        entries.push(wgpu::BindGroupLayoutEntry {
+            binding: 5,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        });
+        let layout =
+            d.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("rescore"), entries: &entries });
+        let pl = d.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("rescore"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("rescore"),
+            layout: Some(&pl),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        });
+        let counts_pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("pair_counts"),
+            layout: Some(&pl),
+            module: &counts_module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(RescoreError::Gpu(format!("pipeline: {e}")));
+        }
+        let l = matcher.luts();
+        let mut table: Vec<u32> = l.sqrt.clone();
+        let lut_z1 = table.len() as u32;
+        table.extend(&l.z1);
+        let lut_z2 = table.len() as u32;
+        table.extend(&l.z2);
+        let lut_z3 = table.len() as u32;
+        table.extend(&l.z3);
+        let lut_np = table.len() as u32;
+        table.extend(&l.np);
+        let luts = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("luts"),
+            contents: bytemuck::cast_slice(&table),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let params = GpuParams {
+            n_items: 0,
+            min_me_cells: l.min_me_cells,
+            delta_theta: l.delta_theta,
+            n_rel: l.n_rel,
+            lut_z1,
+            lut_z2,
+            lut_z3,
+            lut_np,
+        };
+        let limits = d.limits();
+        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) & !3;
+        let max_items =
+            (limits.max_compute_workgroups_per_dimension as usize).pow(2).min(max_binding as usize / 16).min(1 << 20);
+        ctx.check()?;
+        Ok(GpuRescorer {
+            ctx,
+            pipeline,
+            counts_pipeline,
+            layout,
+            luts,
+            params,
+            max_binding,
+            max_items,
+            resident: Mutex::new(HashMap::new()),
+            resident_budget,
+            timings: Mutex::new(Timings::default()),
+        })
+    }
+
+    /// The device's description.
+    pub fn describe(&self) -> String {
+        self.ctx.describe()
+    }
+
+    /// The largest storage binding this device allows, in bytes.
+    pub fn max_binding(&self) -> u64 {
+        self.max_binding
+    }
+
+    /// Timings of the last `rescore` call.
+    pub fn last_timings(&self) -> Timings {
+        self.timings.lock().map(|t| *t).unwrap_or_default()
+    }
+
+    /// The device context (tests destroy it to exercise the fall-back).
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Uploads a shard's prepared section (`words`, per-template word
+    /// `offsets`, one more than templates) under `key`, split into chunks
+    /// that fit one binding. Returns false (and keeps nothing) when it does
+    /// not fit the resident budget: its candidates are then streamed.
+    pub fn make_resident(&self, key: u64, words: &[u64], offsets: &[u64]) -> Result<bool, RescoreError> {
+        let bytes = (words.len() * 8) as u64;
+        let used: u64 = self.resident.lock().map(|r| r.values().map(|x| x.bytes).sum()).unwrap_or(0);
+        if used + bytes > self.resident_budget {
+            return Ok(false);
+        }
+        let max_words = (self.max_binding / 8) as usize;
+        let (mut chunks, mut at) = (Vec::new(), Vec::with_capacity(offsets.len().saturating_sub(1)));
+        let n = offsets.len().saturating_sub(1);
+        let mut t = 0usize;
+        while t < n {
+            let first = t;
+            while t < n && (offsets[t + 1] as usize - offsets[first] as usize) <= max_words {
+                at.push((chunks.len() as u32, 2 * (offsets[t] as usize - offsets[first] as usize) as u32));
+                t += 1;
+            }
+            if t == first {
+                return Err(RescoreError::Gpu(format!("template {t} does not fit one binding")));
+            }
+            let (start, end) = (offsets[first] as usize, offsets[t] as usize);
+            let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let buf = self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("resident shard chunk"),
+                contents: bytemuck::cast_slice(&words[start..end]),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                return Err(RescoreError::OutOfMemory(e.to_string()));
+            }
+            chunks.push(buf);
+        }
+        self.ctx.check()?;
+        if let Ok(mut r) = self.resident.lock() {
+            r.insert(key, Arc::new(Resident { chunks, at, bytes }));
+        }
+        Ok(true)
+    }
+
+    /// Drops a resident shard.
+    pub fn evict(&self, key: u64) {
+        if let Ok(mut r) = self.resident.lock() {
+            r.remove(&key);
+        }
+    }
+
+    /// Bytes of shard data resident.
+    pub fn resident_bytes(&self) -> u64 {
+        self.resident.lock().map(|r| r.values().map(|x| x.bytes).sum()).unwrap_or(0)
+    }
+}
+
+/// Work items of one gallery buffer, with their (query, candidate) slots.
+type Group = Vec<(GpuItem, (usize, usize))>;
+
+/// A gallery buffer: a resident chunk or a streamed group.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Source {
+    Resident(u64, u32),
+    Streamed(usize),
+}
+
+/// An in-flight batch.
+struct Batch {
+    readback: wgpu::Buffer,
+    slots: Vec<(usize, usize)>,
+    submission: wgpu::SubmissionIndex,
+}
+
+impl Rescorer for GpuRescorer {
+    fn backend(&self) -> Backend {
+        Backend::Gpu(self.describe())
+    }
+
+    fn rescore(&self, queries: &[Query<'_>]) -> Result<Vec<Vec<ScoreParts>>, RescoreError> {
+        self.ctx.check()?;
+        let d = &self.ctx.device;
+        let t0 = Instant::now();
+        let mut timings = Timings::default();
+        // Probes, concatenated.
+        let mut probe_words: Vec<u32> = Vec::new();
+        let mut probe_at = Vec::with_capacity(queries.len());
+        for q in queries {
+            probe_at.push(probe_words.len() as u32);
+            probe_words.extend_from_slice(bytemuck::cast_slice(q.probe.words()));
+        }
+        if (probe_words.len() * 4) as u64 > self.max_binding {
+            return Err(RescoreError::Gpu("too many probes in one call for one binding".into()));
+        }
+        // Work items grouped by gallery buffer.
+        let resident = self.resident.lock().map(|r| r.clone()).unwrap_or_default();
+        let mut groups: HashMap<Source, Group> = HashMap::new();
+        let mut streamed: Vec<Vec<u32>> = vec![Vec::new()];
+        let max_words = (self.max_binding / 4) as usize;
+        for (qi, q) in queries.iter().enumerate() {
+            for (ci, c) in q.candidates.iter().enumerate() {
+                let res = c.location.and_then(|l| {
+                    resident.get(&l.shard).and_then(|r| r.at.get(l.template as usize).map(|a| (l.shard, *a)))
+                });
+                let (src, cand) = match res {
+                    Some((key, (chunk, off))) => (Source::Resident(key, chunk), off),
+                    None => {
+                        let w: &[u32] = bytemuck::cast_slice(c.prepared.words());
+                        if streamed.last().is_some_and(|s| s.len() + w.len() > max_words) {
+                            streamed.push(Vec::new());
+                        }
+                        let s = streamed.last_mut().expect("one group at least");
+                        let off = s.len() as u32;
+                        s.extend_from_slice(w);
+                        (Source::Streamed(streamed.len() - 1), off)
+                    }
+                };
+                groups.entry(src).or_default().push((GpuItem { probe: probe_at[qi], cand }, (qi, ci)));
+            }
+        }
+        let probes = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("probes"),
+            contents: bytemuck::cast_slice(if probe_words.is_empty() { &[0u32] } else { &probe_words }),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let streamed_bufs: Vec<wgpu::Buffer> = streamed
+            .iter()
+            .map(|s| {
+                d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("streamed candidates"),
+                    contents: bytemuck::cast_slice(if s.is_empty() { &[0u32] } else { s }),
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+            })
+            .collect();
+        timings.upload += t0.elapsed();
+        let mut out: Vec<Vec<ScoreParts>> =
+            queries.iter().map(|q| vec![ScoreParts::default(); q.candidates.len()]).collect();
+        let mut queue: VecDeque<Batch> = VecDeque::new();
+        let mut sources: Vec<_> = groups.into_iter().collect();
+        sources.sort_by_key(|(s, _)| format!("{s:?}"));
+        for (src, items) in &sources {
+            let gallery = match src {
+                Source::Resident(k, c) => &resident[k].chunks[*c as usize],
+                Source::Streamed(i) => &streamed_bufs[*i],
+            };
+            for part in items.chunks(self.max_items.max(1)) {
+                let t = Instant::now();
+                let batch = self.submit(gallery, &probes, part)?;
+                timings.upload += t.elapsed();
+                timings.items += part.len();
+                timings.dispatches += 1;
+                queue.push_back(batch);
+                if queue.len() >= IN_FLIGHT {
+                    let b = queue.pop_front().expect("non-empty");
+                    self.collect(b, &mut out, &mut timings)?;
+                }
+            }
+        }
+        while let Some(b) = queue.pop_front() {
+            self.collect(b, &mut out, &mut timings)?;
+        }
+        self.ctx.check()?;
+        if let Ok(mut t) = self.timings.lock() {
+            *t = timings;
+        }
+        Ok(out)
+    }
+}
+
+impl GpuRescorer {
+    /// The popcounts of every cylinder pair of `probe` and `cand`, computed
+    /// on the GPU (`pair_counts.wgsl`), row-major by probe cylinder.
+    pub fn pair_counts(&self, probe: PreparedRef, cand: PreparedRef) -> Result<Vec<PairCounts>, RescoreError> {
+        let d = &self.ctx.device;
+        let n = (probe.len() * cand.len()) as u32;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let buf = |label, words: &[u64]| {
+            d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(words),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
+        let (pb, cb) = (buf("probe", probe.words()), buf("candidate", cand.words()));
+        let batch =
+            self.dispatch(&self.counts_pipeline, &cb, &pb, &[GpuItem { probe: 0, cand: 0 }], n, n.div_ceil(64))?;
+        let mut out = Vec::with_capacity(n as usize);
+        self.read(batch, |w| {
+            out.extend(w.chunks_exact(4).map(|c| PairCounts { both: c[0], a: c[1], b: c[2], xor: c[3] }))
+        })?;
+        Ok(out)
+    }
+
+    fn submit(
+        &self,
+        gallery: &wgpu::Buffer,
+        probes: &wgpu::Buffer,
+        part: &[(GpuItem, (usize, usize))],
+    ) -> Result<Batch, RescoreError> {
+        let items: Vec<GpuItem> = part.iter().map(|p| p.0).collect();
+        let n = items.len() as u32;
+        let mut batch = self.dispatch(&self.pipeline, gallery, probes, &items, n, n)?;
+        batch.slots = part.iter().map(|p| p.1).collect();
+        Ok(batch)
+    }
+
+    /// Binds the buffers, dispatches `groups` workgroups of `pipeline` over
+    /// `n` result slots, and queues the copy of the results for reading.
+    fn dispatch(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        gallery: &wgpu::Buffer,
+        probes: &wgpu::Buffer,
+        items: &[GpuItem],
+        n: u32,
+        groups: u32,
+    ) -> Result<Batch, RescoreError> {
+        let d = &self.ctx.device;
+        let scope = d.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let items_buf = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("items"),
+            contents: bytemuck::cast_slice(items),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let bytes = u64::from(n) * 16;
+        let results = d.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("results"),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let readback = d.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let params = GpuParams { n_items: n, ..self.params };
+        let uniform = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::bytes_of(&params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(RescoreError::OutOfMemory(e.to_string()));
+        }
+        let bind = d.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("rescore"),
+            layout: &self.layout,
+            entries: &[
+                wgpu::BindGroupEntry { binding: 0, resource: gallery.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 1, resource: probes.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 2, resource: items_buf.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 3, resource: self.luts.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 4, resource: results.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 5, resource: uniform.as_entire_binding() },
+            ],
+        });
+        let mut enc = d.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("rescore") });
+        {
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("rescore"), timestamp_writes: None });
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            let x = groups.min(d.limits().max_compute_workgroups_per_dimension).max(1);
+            pass.dispatch_workgroups(x, groups.div_ceil(x).max(1), 1);
+        }
+        enc.copy_buffer_to_buffer(&results, 0, &readback, 0, bytes);
+        let submission = self.ctx.queue.submit([enc.finish()]);
+        Ok(Batch { readback, slots: Vec::new(), submission })
+    }
+
+    fn collect(&self, b: Batch, out: &mut [Vec<ScoreParts>], timings: &mut Timings) -> Result<(), RescoreError> {
+        let slots = b.slots.clone();
+        let t = Instant::now();
+        let mut mapped = Duration::ZERO;
+        self.read_timed(b, &mut mapped, |words| {
+            for (r, &(qi, ci)) in words.chunks_exact(4).zip(&slots) {
+                out[qi][ci] = ScoreParts { sum: r[0], n_p: r[1], n_r: r[2] };
+            }
+        })?;
+        timings.compute += mapped;
+        timings.readback += t.elapsed().saturating_sub(mapped);
+        Ok(())
+    }
+
+    fn read(&self, b: Batch, f: impl FnOnce(&[u32])) -> Result<(), RescoreError> {
+        let mut waited = Duration::ZERO;
+        self.read_timed(b, &mut waited, f)
+    }
+
+    /// Waits for a batch, maps its results and hands them to `f`; `waited`
+    /// gets the time spent waiting for the GPU.
+    fn read_timed(&self, b: Batch, waited: &mut Duration, f: impl FnOnce(&[u32])) -> Result<(), RescoreError> {
+        let t = Instant::now();
+        let (tx, rx) = std::sync::mpsc::channel();
+        b.readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.ctx
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: Some(b.submission), timeout: None })
+            .map_err(|e| RescoreError::DeviceLost(format!("poll: {e}")))?;
+        self.ctx.check()?;
+        rx.recv()
+            .map_err(|e| RescoreError::Gpu(format!("readback: {e}")))?
+            .map_err(|e| RescoreError::Gpu(format!("readback: {e}")))?;
+        *waited += t.elapsed();
+        {
+            let view =
+                b.readback.slice(..).get_mapped_range().map_err(|e| RescoreError::Gpu(format!("readback: {e}")))?;
+            f(bytemuck::cast_slice(&view));
+        }
+        b.readback.unmap();
+        Ok(())
+    }
+}
