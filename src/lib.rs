@@ -23,6 +23,8 @@ pub mod index;
 pub mod mcc;
 pub mod plot;
 pub mod rescore;
+pub mod search;
+pub mod server;
 pub mod shard;
 pub mod synth;
 pub mod template;

@@ -80,6 +80,16 @@ pub trait Rescorer: Send + Sync {
     fn rescore(&self, queries: &[Query<'_>]) -> Result<Vec<Vec<ScoreParts>>, RescoreError>;
 }
 
+impl<T: Rescorer + ?Sized> Rescorer for std::sync::Arc<T> {
+    fn backend(&self) -> Backend {
+        (**self).backend()
+    }
+
+    fn rescore(&self, queries: &[Query<'_>]) -> Result<Vec<Vec<ScoreParts>>, RescoreError> {
+        (**self).rescore(queries)
+    }
+}
+
 /// The CPU backend: the matcher, in parallel over all (query, candidate) pairs.
 #[derive(Debug, Clone, Default)]
 pub struct CpuRescorer {

@@ -222,10 +222,10 @@ fn another_embedding_version_is_refused_clearly() {
 fn missing_or_stale_indexes_are_rebuilt() {
     let dir = tempdir("reindex");
     build_gallery(&dir, 30, &Embedder::default());
-    std::fs::remove_file(dir.join("shard-0000.hnsw.graph")).unwrap();
+    std::fs::remove_file(dir.join("shard-0000.p01.hnsw.graph")).unwrap();
     let g = Gallery::open(&dir, Embedder::default(), Matcher::default(), opts()).unwrap();
     assert!(g.problems().is_empty());
-    assert!(dir.join("shard-0000.hnsw.graph").exists());
+    assert!(dir.join("shard-0000.p01.hnsw.graph").exists());
     drop(g);
     let meta = dir.join("shard-0000.index.json");
     let text = std::fs::read_to_string(&meta).unwrap().replace("\"vectors_crc32c\": ", "\"vectors_crc32c\": 1");

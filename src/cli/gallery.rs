@@ -9,7 +9,7 @@ use whorl::gallery::{self, BuildOptions, Gallery, GalleryOptions, Manifest};
 use whorl::index::IndexParams;
 use whorl::mcc::Matcher;
 use whorl::shard::Shard;
-use whorl::synth::{Synth, SynthParams};
+use whorl::synth::{Subjects, Synth, SynthParams};
 use whorl::template::{self, Template};
 
 #[derive(Args)]
@@ -19,9 +19,14 @@ pub struct BuildArgs {
     /// whole stem; a pack's subject is its finger id.
     #[arg(long, num_args = 1..)]
     input: Vec<PathBuf>,
-    /// Build from this many synthetic fingers instead (impression 0 each).
+    /// Build from this many synthetic templates instead (impression 0 of
+    /// each finger; subject `s` is `S{s:09}`, see `whorl::synth::Subjects`).
     #[arg(long, conflicts_with = "input")]
     synth: Option<u64>,
+    /// Fingers per synthetic subject (1-10, positions 1..F; 1 spreads
+    /// one-finger subjects over all ten positions).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+    fingers_per_subject: u32,
     /// Seed of the synthetic fingers.
     #[arg(long, default_value_t = 11)]
     seed: u64,
@@ -121,8 +126,13 @@ pub fn build(a: BuildArgs) -> Result<()> {
     };
     let (items, total): (Box<dyn Iterator<Item = gallery::BuildItem>>, u64) = match a.synth {
         Some(n) => {
-            let s = Synth::new(SynthParams::default(), a.seed);
-            let it = (0..n).map(move |id| (format!("S{id:09}"), Vec::new(), s.template(id, 0)));
+            let pop = Subjects::new(Synth::new(SynthParams::default(), a.seed), a.fingers_per_subject);
+            let f = u64::from(a.fingers_per_subject);
+            let it = (0..n).map(move |i| {
+                let s = i / f;
+                let id = pop.finger_ids(s)[(i % f) as usize];
+                (Subjects::id(s), Vec::new(), pop.synth.template(id, 0))
+            });
             (Box::new(it), n)
         }
         None if a.input.is_empty() => bail!("give --input FILE|DIR... or --synth N"),

@@ -2,6 +2,7 @@
 //! subcommand to its module. `anyhow` is used here and nowhere in the library.
 
 mod bench_rescore;
+mod calibrate;
 mod candidates;
 mod demo;
 mod embed;
@@ -55,6 +56,8 @@ enum Command {
     BenchRescore(bench_rescore::BenchRescoreArgs),
     /// Candidate-stage accuracy: hit rate against penetration.
     EvalCandidates(candidates::CandidatesArgs),
+    /// Fit the impostor model (FMR against score) the decision threshold uses.
+    CalibrateImpostors(calibrate::CalibrateArgs),
     /// Run the main job on a built-in synthetic gallery.
     Demo(demo::DemoArgs),
 }
@@ -79,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::EnrollStress(args) => gallery::enroll_stress(args),
         Command::EvalCandidates(args) => candidates::run(args),
         Command::BenchRescore(args) => bench_rescore::run(args),
+        Command::CalibrateImpostors(args) => calibrate::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {
@@ -106,4 +110,30 @@ pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     bar.set_style(style);
     bar.set_message(what.to_string());
     bar
+}
+
+/// One line naming this machine (CPU model and core count).
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpu}, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+/// Today's date (UTC), YYYY-MM-DD.
+pub fn today() -> String {
+    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 86400).unwrap_or(0)
+        as i64;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }

@@ -36,6 +36,8 @@ pub struct Delta {
     pub entries: Vec<Arc<DeltaEntry>>,
     /// Deleted subjects and the sequence number of the deletion.
     pub tombstones: HashMap<String, u64>,
+    /// Subject id → indices into `entries` (visible or not).
+    pub by_subject: HashMap<Arc<str>, Vec<u32>>,
 }
 
 impl Delta {
@@ -56,6 +58,22 @@ impl Delta {
 
     /// Visible entries of `subject`.
     pub fn subject_entries<'a>(&'a self, subject: &'a str) -> impl Iterator<Item = &'a Arc<DeltaEntry>> + 'a {
-        self.live().filter(move |e| &*e.subject == subject)
+        self.subject_indices(subject).map(|i| &self.entries[i])
+    }
+
+    /// Indices into `entries` of the visible entries of `subject`.
+    pub fn subject_indices<'a>(&'a self, subject: &'a str) -> impl Iterator<Item = usize> + 'a {
+        self.by_subject
+            .get(subject)
+            .into_iter()
+            .flatten()
+            .map(|&i| i as usize)
+            .filter(move |&i| self.visible(&self.entries[i]))
+    }
+
+    /// Appends an entry.
+    pub fn push(&mut self, e: Arc<DeltaEntry>) {
+        self.by_subject.entry(Arc::clone(&e.subject)).or_default().push(self.entries.len() as u32);
+        self.entries.push(e);
     }
 }

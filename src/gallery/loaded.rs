@@ -1,14 +1,28 @@
-//! One shard as the gallery serves it: the mapped file, its HNSW index and
-//! a map from subject id to templates.
+//! One shard as the gallery serves it: the mapped file, its HNSW index (one
+//! graph per finger position: a probe finger is only ever compared with
+//! gallery fingers of the same position, or of unknown position) and a map
+//! from subject id to templates.
 
 use super::GalleryError;
 use super::manifest::ShardEntry;
 use crate::embed::EmbeddingId;
-use crate::index::{Graph, IndexMeta, IndexParams, saved};
+use crate::index::{Graph, IndexParams, saved};
 use crate::mcc::MccParams;
 use crate::shard::{SectionKind, Shard, mcc_params_crc};
-use std::collections::HashMap;
+use crate::template::FingerPosition;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+
+/// The templates of one finger position in a shard and their graph.
+#[derive(Debug)]
+pub struct Partition {
+    /// Their finger position.
+    pub position: FingerPosition,
+    /// Template ids in the shard, ascending; graph id `i` is template `ids[i]`.
+    pub ids: Vec<u32>,
+    /// The HNSW graph over their embeddings.
+    pub graph: Graph,
+}
 
 /// A shard loaded for serving.
 #[derive(Debug)]
@@ -17,10 +31,13 @@ pub struct LoadedShard {
     pub entry: ShardEntry,
     /// The mapped, checked file.
     pub shard: Shard,
-    /// The candidate index over its embeddings.
-    pub index: Graph,
+    /// The candidate index, one partition per finger position present.
+    pub partitions: Vec<Partition>,
     /// Subject id → template ids.
     pub by_subject: HashMap<String, Vec<u32>>,
+    /// A key naming this shard's content (GPU residency, caches): its table
+    /// CRC and a hash of its name.
+    pub key: u64,
 }
 
 impl LoadedShard {
@@ -28,6 +45,23 @@ impl LoadedShard {
     pub fn subject_of(&self, t: usize) -> &str {
         self.shard.subject_id(self.shard.subject_index(t)).unwrap_or("")
     }
+
+    /// The partitions a probe of finger position `p` is compared with: its
+    /// own position and the unknown one, or every partition when `p` is unknown.
+    pub fn partitions_for(&self, p: FingerPosition) -> impl Iterator<Item = &Partition> {
+        self.partitions
+            .iter()
+            .filter(move |x| !p.is_known() || x.position == p || x.position == FingerPosition::UNKNOWN)
+    }
+}
+
+/// Template ids of a shard grouped by finger position, ascending.
+pub fn positions(shard: &Shard) -> BTreeMap<u8, Vec<u32>> {
+    let mut groups: BTreeMap<u8, Vec<u32>> = BTreeMap::new();
+    for t in 0..shard.len() {
+        groups.entry(shard.finger(t).0).or_default().push(t as u32);
+    }
+    groups
 }
 
 /// Checks a shard file against what the gallery expects.
@@ -66,33 +100,45 @@ pub fn embeddings(shard: &Shard) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
-/// Loads the index of `entry`, building and saving it when missing or stale.
+/// Loads the partitioned index of `entry`, building and saving it when
+/// missing or stale.
 pub fn index(
     dir: &Path,
     entry: &ShardEntry,
     shard: &Shard,
     params: &IndexParams,
     build: bool,
-) -> Result<Graph, GalleryError> {
+) -> Result<Vec<Partition>, GalleryError> {
     let emb = shard.embedding();
     let crc = shard.section_crc(SectionKind::Embeddings);
-    match saved::load(dir, &entry.name, true, Some((&emb, crc))) {
-        Ok((g, _)) => return Ok(g),
+    let groups = positions(shard);
+    let counts: Vec<(u8, usize)> = groups.iter().map(|(p, v)| (*p, v.len())).collect();
+    let zip = |graphs: Vec<(u8, Graph)>, groups: BTreeMap<u8, Vec<u32>>| -> Vec<Partition> {
+        graphs
+            .into_iter()
+            .zip(groups)
+            .map(|((p, graph), (_, ids))| Partition { position: FingerPosition(p), ids, graph })
+            .collect()
+    };
+    match saved::load_set(dir, &entry.name, true, (&emb, crc, &counts)) {
+        Ok((graphs, _)) => return Ok(zip(graphs, groups)),
         Err(e) if !build => return Err(GalleryError::Index(e)),
         Err(e) => tracing::warn!("{}: index {e}; rebuilding", entry.name),
     }
+    saved::remove_set(dir, &entry.name);
     let vectors = embeddings(shard);
-    let graph = Graph::build(&vectors, emb.dim as usize, params, 20_000, |_| {})?;
-    let meta = IndexMeta {
-        format: 1,
-        embedding: emb,
-        count: 0,
-        vectors_crc32c: crc,
-        params: *params,
-        hnsw_base: String::new(),
-    };
-    saved::save(&graph, dir, &entry.name, meta)?;
-    Ok(graph)
+    let dim = emb.dim as usize;
+    let mut graphs = Vec::with_capacity(groups.len());
+    for (p, ids) in &groups {
+        let mut rows = Vec::with_capacity(ids.len() * dim);
+        for &t in ids {
+            rows.extend_from_slice(&vectors[t as usize * dim..(t as usize + 1) * dim]);
+        }
+        graphs.push((*p, Graph::build(&rows, dim, params, 20_000, |_| {})?));
+    }
+    let refs: Vec<(u8, &Graph)> = graphs.iter().map(|(p, g)| (*p, g)).collect();
+    saved::save_set(&refs, dir, &entry.name, emb, crc, *params)?;
+    Ok(zip(graphs, groups))
 }
 
 /// Opens, checks, optionally verifies, and indexes one shard of the manifest.
@@ -116,11 +162,12 @@ pub fn load(
     if opts.verify_on_open {
         shard.verify()?;
     }
-    let index = index(dir, entry, &shard, &opts.index, opts.build_missing_indexes)?;
+    let partitions = index(dir, entry, &shard, &opts.index, opts.build_missing_indexes)?;
     let mut by_subject: HashMap<String, Vec<u32>> = HashMap::with_capacity(shard.subjects());
     for t in 0..shard.len() {
         let id = shard.subject_id(shard.subject_index(t))?;
         by_subject.entry(id.to_string()).or_default().push(t as u32);
     }
-    Ok(LoadedShard { entry: entry.clone(), shard, index, by_subject })
+    let key = (u64::from(entry.table_crc) << 32) | u64::from(crc32c::crc32c(entry.name.as_bytes()));
+    Ok(LoadedShard { entry: entry.clone(), shard, partitions, by_subject, key })
 }

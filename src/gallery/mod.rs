@@ -6,8 +6,8 @@
 //!   manifest.json                    shards, embedding, cylinder parameters, applied log sequence
 //!   wal.log                          enrolments and deletions since the last compaction
 //!   shard-0000.whorl                 a shard (see crate::shard)
-//!   shard-0000.index.json            its index metadata (embedding, vectors' CRC)
-//!   shard-0000.hnsw.graph / .data    its HNSW graph (hnsw_rs files)
+//!   shard-0000.index.json            its index metadata (embedding, vectors' CRC, partitions)
+//!   shard-0000.pNN.hnsw.graph / .data  the HNSW graph of its finger position NN (hnsw_rs files)
 //! ```
 //!
 //! A search takes a [`Snapshot`] (an `Arc`): the shards, the delta and the
@@ -28,7 +28,7 @@ mod write;
 
 pub use build::{BuildOptions, BuildReport, Item as BuildItem, build};
 pub use delta::{Delta, DeltaEntry};
-pub use loaded::LoadedShard;
+pub use loaded::{LoadedShard, Partition};
 pub use manifest::{Manifest, ShardEntry};
 pub use wal::SyncMode;
 pub use write::{CompactReport, SubjectView};

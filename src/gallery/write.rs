@@ -26,6 +26,8 @@ pub struct SubjectView {
     pub labels: Vec<(String, String)>,
     /// Templates, from every shard and the delta.
     pub templates: Vec<Template>,
+    /// Where each template is: a shard name, or `delta`.
+    pub sources: Vec<String>,
     /// Where they are: shard names, or `delta`.
     pub locations: Vec<String>,
 }
@@ -65,7 +67,7 @@ pub(super) fn apply(
             let subject: Arc<str> = subject.into();
             let labels = Arc::new(labels);
             for t in templates {
-                delta.entries.push(Arc::new(entry(embedder, matcher, seq, &subject, &labels, t)));
+                delta.push(Arc::new(entry(embedder, matcher, seq, &subject, &labels, t)));
             }
         }
         Op::Delete { subject } => {
@@ -123,7 +125,7 @@ impl Gallery {
             let mut delta = (*s.delta).clone();
             for mut e in entries {
                 e.seq = rec.seq;
-                delta.entries.push(Arc::new(e));
+                delta.push(Arc::new(e));
             }
             Snapshot { generation: s.generation + 1, shards: s.shards.clone(), delta: Arc::new(delta) }
         })?;
@@ -150,14 +152,20 @@ impl Gallery {
     /// The visible templates and labels of `subject`, if any.
     pub fn subject(&self, subject: &str) -> Option<SubjectView> {
         let snap = self.snapshot();
-        let mut view =
-            SubjectView { id: subject.to_string(), labels: Vec::new(), templates: Vec::new(), locations: Vec::new() };
+        let mut view = SubjectView {
+            id: subject.to_string(),
+            labels: Vec::new(),
+            templates: Vec::new(),
+            sources: Vec::new(),
+            locations: Vec::new(),
+        };
         if !snap.delta.hides_shard_subject(subject) {
             for s in &snap.shards {
                 let Some(ts) = s.by_subject.get(subject) else { continue };
                 for &t in ts {
                     if let Ok(tpl) = s.shard.template(t as usize) {
                         view.templates.push(tpl);
+                        view.sources.push(s.entry.name.clone());
                     }
                 }
                 if view.labels.is_empty() {
@@ -174,6 +182,7 @@ impl Gallery {
         let mut in_delta = false;
         for e in snap.delta.subject_entries(subject) {
             view.templates.push(e.template.clone());
+            view.sources.push("delta".into());
             view.labels.clone_from(&e.labels);
             in_delta = true;
         }
@@ -326,9 +335,8 @@ impl Gallery {
             delta: Arc::new(Delta::default()),
         })?;
         for name in replaced {
-            for ext in [".whorl", ".index.json", ".hnsw.graph", ".hnsw.data"] {
-                let _ = std::fs::remove_file(self.dir.join(format!("{name}{ext}")));
-            }
+            crate::index::saved::remove_set(&self.dir, &name);
+            let _ = std::fs::remove_file(self.dir.join(format!("{name}.whorl")));
         }
         Ok(report)
     }

@@ -241,6 +241,11 @@ impl GpuRescorer {
         }
     }
 
+    /// Keys of the resident shards.
+    pub fn resident_keys(&self) -> Vec<u64> {
+        self.resident.lock().map(|r| r.keys().copied().collect()).unwrap_or_default()
+    }
+
     /// Bytes of shard data resident.
     pub fn resident_bytes(&self) -> u64 {
         self.resident.lock().map(|r| r.values().map(|x| x.bytes).sum()).unwrap_or(0)

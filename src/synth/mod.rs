@@ -132,3 +132,38 @@ impl Synth {
         Ok(())
     }
 }
+
+/// A synthetic population of *subjects* (people) for galleries and probes:
+/// finger `j` (0-9, finger position `j + 1`) of subject `s` is synthetic
+/// finger `10·s + j`. A one-finger subject enrols finger `s mod 10`, so that
+/// one-finger galleries spread over all ten positions.
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    /// The finger generator.
+    pub synth: Synth,
+    /// Fingers enrolled per subject (1-10).
+    pub fingers: u32,
+}
+
+impl Subjects {
+    /// `fingers` (clamped to 1-10) fingers per subject, from `synth`.
+    pub fn new(synth: Synth, fingers: u32) -> Subjects {
+        Subjects { synth, fingers: fingers.clamp(1, 10) }
+    }
+
+    /// The id of subject `s`, as galleries and probe file names carry it.
+    pub fn id(s: u64) -> String {
+        format!("S{s:09}")
+    }
+
+    /// Synthetic finger ids of subject `s`'s enrolled fingers.
+    pub fn finger_ids(&self, s: u64) -> Vec<u64> {
+        if self.fingers == 1 { vec![10 * s + s % 10] } else { (0..u64::from(self.fingers)).map(|j| 10 * s + j).collect() }
+    }
+
+    /// Impression `k` of each of subject `s`'s enrolled fingers (0 is the
+    /// enrolled one, higher ones are probes).
+    pub fn templates(&self, s: u64, k: u32) -> Vec<Template> {
+        self.finger_ids(s).into_iter().map(|id| self.synth.template(id, k)).collect()
+    }
+}

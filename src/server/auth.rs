@@ -1,0 +1,161 @@
+//! Who is calling and what they may do: bearer tokens mapped to roles,
+//! compared by SHA-256 in constant time; with mutual TLS, the client
+//! certificate's fingerprint names the caller too. Tokens are never logged.
+
+use super::config::{ConfigError, Role, TokenEntry};
+use sha2::{Digest, Sha256};
+use tonic::{Request, Status};
+
+/// The identity of a caller, for logs and the audit trail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Caller {
+    /// Token name, `anonymous` when authentication is off.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// `sha256:` fingerprint prefix of the client certificate (mTLS).
+    pub cert: Option<String>,
+    /// Remote address.
+    pub peer: Option<String>,
+}
+
+impl Caller {
+    /// One line naming the caller.
+    pub fn describe(&self) -> String {
+        let mut s = self.name.clone();
+        if let Some(c) = &self.cert {
+            s.push_str(&format!(" cert={c}"));
+        }
+        if let Some(p) = &self.peer {
+            s.push_str(&format!(" peer={p}"));
+        }
+        s
+    }
+}
+
+/// The token table.
+#[derive(Clone)]
+pub struct Auth {
+    tokens: Vec<([u8; 32], String, Role)>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("tokens", &self.tokens.len()).finish()
+    }
+}
+
+/// SHA-256 of `s`, as bytes.
+pub fn sha256(s: &[u8]) -> [u8; 32] {
+    Sha256::digest(s).into()
+}
+
+/// Lower-case hex of `b`.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Auth {
+    /// From the configured tokens (plain ones are hashed here).
+    pub fn new(entries: &[TokenEntry]) -> Result<Auth, ConfigError> {
+        let mut tokens = Vec::with_capacity(entries.len());
+        for e in entries {
+            let h = match (&e.token, &e.token_sha256) {
+                (Some(t), None) => sha256(t.as_bytes()),
+                (None, Some(h)) => unhex(h)
+                    .ok_or_else(|| ConfigError::Invalid(format!("token '{}': token_sha256 is not 64 hex digits", e.name)))?,
+                _ => return Err(ConfigError::Invalid(format!("token '{}' needs one of token and token_sha256", e.name))),
+            };
+            tokens.push((h, e.name.clone(), e.role));
+        }
+        Ok(Auth { tokens })
+    }
+
+    /// Whether any token is configured (else every caller is an anonymous admin).
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// Checks the request's bearer token for role `need`.
+    pub fn authorize<T>(&self, req: &Request<T>, need: Role) -> Result<Caller, Status> {
+        let peer = req.remote_addr().map(|a| a.to_string());
+        let cert = req.peer_certs().and_then(|c| c.first().map(|c| format!("sha256:{}", &hex(&sha256(c.as_ref()))[..16])));
+        if !self.enabled() {
+            return Ok(Caller { name: "anonymous".into(), role: Role::Admin, cert, peer });
+        }
+        let Some(value) = req.metadata().get("authorization") else {
+            return Err(Status::unauthenticated("missing bearer token: send metadata 'authorization: Bearer <token>'"));
+        };
+        let value = value.to_str().map_err(|_| Status::unauthenticated("authorization metadata is not ASCII"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| Status::unauthenticated("authorization metadata must be 'Bearer <token>'"))?;
+        let h = sha256(token.trim().as_bytes());
+        // Compare with every entry (no early exit on a match).
+        let mut found: Option<(&str, Role)> = None;
+        for (th, name, role) in &self.tokens {
+            if ct_eq(th, &h) {
+                found = Some((name, *role));
+            }
+        }
+        let (name, role) = found.ok_or_else(|| Status::unauthenticated("invalid bearer token"))?;
+        if role < need {
+            return Err(Status::permission_denied(format!(
+                "'{name}' has the {role:?} role; this call needs {need:?}"
+            )));
+        }
+        Ok(Caller { name: name.to_string(), role, cert, peer })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, role: Role, token: &str) -> TokenEntry {
+        TokenEntry { name: name.into(), role, token: Some(token.into()), token_sha256: None }
+    }
+
+    #[test]
+    fn tokens_map_to_roles() {
+        let hashed = TokenEntry {
+            name: "ops".into(),
+            role: Role::Admin,
+            token: None,
+            token_sha256: Some(hex(&sha256(b"admin-token-0123456789"))),
+        };
+        let a = Auth::new(&[entry("station", Role::Search, "search-token-0123456789"), hashed]).unwrap();
+        let with = |v: &str| {
+            let mut r = Request::new(());
+            r.metadata_mut().insert("authorization", v.parse().unwrap());
+            r
+        };
+        let c = a.authorize(&with("Bearer search-token-0123456789"), Role::Search).unwrap();
+        assert_eq!((c.name.as_str(), c.role), ("station", Role::Search));
+        let e = a.authorize(&with("Bearer search-token-0123456789"), Role::Admin).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("station") && !e.message().contains("search-token"));
+        assert_eq!(a.authorize(&with("Bearer admin-token-0123456789"), Role::Admin).unwrap().name, "ops");
+        assert_eq!(a.authorize(&with("Bearer nope"), Role::Search).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(a.authorize(&with("Basic x"), Role::Search).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(a.authorize(&Request::new(()), Role::Search).unwrap_err().code(), tonic::Code::Unauthenticated);
+        let open = Auth::new(&[]).unwrap();
+        assert_eq!(open.authorize(&Request::new(()), Role::Admin).unwrap().name, "anonymous");
+    }
+}

@@ -1,0 +1,216 @@
+//! Between the wire (protobuf) and the pipeline: templates in, with errors
+//! that name the template and the field; replies out; errors to status codes.
+
+use super::pb;
+use crate::gallery::GalleryError;
+use crate::search::{self, Decision, Reply, SearchError, SubjectMatch};
+use crate::template::{self, FingerPosition, Format, Template};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use tonic::Status;
+
+/// Templates of a request and the SHA-256 of their bytes (for the audit trail).
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// One per finger view, in request order.
+    pub fingers: Vec<Template>,
+    /// SHA-256 (hex) over every record's length and bytes.
+    pub sha256: String,
+    /// Time spent parsing.
+    pub took: Duration,
+}
+
+/// The template format a wire value names (`None`: detect).
+pub fn format_of(v: i32) -> Result<Option<Format>, String> {
+    Ok(match pb::TemplateFormat::try_from(v).map_err(|_| format!("unknown template format value {v}"))? {
+        pb::TemplateFormat::Auto => None,
+        pb::TemplateFormat::Iso1979422005 => Some(Format::Iso2005),
+        pb::TemplateFormat::Iso1979422011 => Some(Format::Iso2011),
+        pb::TemplateFormat::Ansi3782004 => Some(Format::Ansi378_2004),
+        pb::TemplateFormat::Ansi3782009 => Some(Format::Ansi378_2009),
+        pb::TemplateFormat::AnsiNistType9 => Some(Format::AnsiNist),
+        pb::TemplateFormat::NistXyt => Some(Format::Xyt),
+        pb::TemplateFormat::Json => Some(Format::Json),
+    })
+}
+
+/// Parses every record of a request: `INVALID_ARGUMENT` names the record
+/// (`template 2`), and the parser's error names the field and byte offset.
+pub fn parse_templates(records: &[pb::FingerTemplate], max_views: usize) -> Result<Parsed, Status> {
+    let t0 = std::time::Instant::now();
+    if records.is_empty() {
+        return Err(Status::invalid_argument("the request holds no templates"));
+    }
+    let mut hash = Sha256::new();
+    let mut fingers = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        hash.update((r.data.len() as u64).to_le_bytes());
+        hash.update(&r.data);
+        let format = format_of(r.format).map_err(|e| Status::invalid_argument(format!("template {i}: {e}")))?;
+        if r.finger_position > 10 {
+            return Err(Status::invalid_argument(format!(
+                "template {i}: finger_position {} is not 0 (as recorded) or 1-10",
+                r.finger_position
+            )));
+        }
+        let parsed = match format {
+            Some(f) => template::parse_as(&r.data, f),
+            None => template::parse(&r.data),
+        }
+        .map_err(|e| Status::invalid_argument(format!("template {i}: {e}")))?;
+        if parsed.is_empty() {
+            return Err(Status::invalid_argument(format!("template {i}: the record holds no finger views")));
+        }
+        for (v, mut t) in parsed.into_iter().enumerate() {
+            if r.finger_position != 0 {
+                t.finger_position = FingerPosition(r.finger_position as u8);
+            }
+            if t.minutiae.is_empty() {
+                return Err(Status::invalid_argument(format!("template {i}, view {v}: no minutiae")));
+            }
+            fingers.push(t);
+        }
+        if fingers.len() > max_views {
+            return Err(Status::invalid_argument(format!(
+                "the request holds more than {max_views} finger views (template {i} passes the limit)"
+            )));
+        }
+    }
+    let sha256 = super::auth::hex(&hash.finalize());
+    Ok(Parsed { fingers, sha256, took: t0.elapsed() })
+}
+
+/// The pipeline's error as a status.
+pub fn search_status(e: SearchError) -> Status {
+    match e {
+        SearchError::Invalid(m) => Status::invalid_argument(m),
+        SearchError::Deadline(m) => Status::deadline_exceeded(format!("deadline exceeded {m}")),
+        SearchError::NotFound(m) => Status::not_found(m),
+        SearchError::Internal(m) => Status::internal(m),
+    }
+}
+
+/// The gallery's error as a status.
+pub fn gallery_status(e: GalleryError) -> Status {
+    match e {
+        GalleryError::Invalid(m) => Status::invalid_argument(m),
+        GalleryError::NotFound(m) => Status::not_found(m),
+        e @ (GalleryError::Mismatch(_) | GalleryError::Shard(_)) => Status::failed_precondition(e.to_string()),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+/// A decision oneof of a request.
+pub fn identify_decision(d: Option<pb::identify_request::Decision>) -> Option<Decision> {
+    d.map(|d| match d {
+        pb::identify_request::Decision::TargetFpir(f) => Decision::Fpir(f),
+        pb::identify_request::Decision::Threshold(t) => Decision::Threshold(t),
+    })
+}
+
+/// A decision oneof of a verification.
+pub fn verify_decision(d: Option<pb::verify_request::Decision>) -> Option<Decision> {
+    d.map(|d| match d {
+        pb::verify_request::Decision::TargetFmr(f) => Decision::Fpir(f),
+        pb::verify_request::Decision::Threshold(t) => Decision::Threshold(t),
+    })
+}
+
+fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+/// A protobuf duration as a std one (negative: zero).
+pub fn from_duration(d: &Option<prost_types::Duration>) -> Duration {
+    d.as_ref()
+        .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+        .unwrap_or_default()
+}
+
+fn candidate(rank: usize, m: SubjectMatch) -> pb::Candidate {
+    pb::Candidate {
+        rank: rank as u32,
+        subject_id: m.subject,
+        fused_score: m.fused,
+        hit: m.hit,
+        fingers: m
+            .fingers
+            .into_iter()
+            .map(|f| pb::FingerScore {
+                probe_finger: f.probe_finger as u32,
+                finger_position: u32::from(f.position),
+                score: f.score,
+                evidence: f.decades,
+                tries: f.tries as u32,
+                source: f.source,
+                n_p: f.n_p,
+            })
+            .collect(),
+        labels: m.labels.into_iter().collect(),
+    }
+}
+
+fn operating_point(op: &search::fusion::OperatingPoint, model: &str) -> pb::OperatingPoint {
+    pb::OperatingPoint {
+        target_fpir: op.target_fpir,
+        gallery_subjects: op.subjects,
+        subject_fmr: op.subject_fmr,
+        threshold: op.threshold,
+        model: model.to_string(),
+    }
+}
+
+fn timings(r: &Reply, queue: Duration, parse: Duration, total: Duration) -> pb::StageTimings {
+    pb::StageTimings {
+        queue: Some(duration(queue)),
+        parse: Some(duration(parse)),
+        prepare: Some(duration(r.timings.prepare)),
+        candidates: Some(duration(r.timings.candidates)),
+        rescore: Some(duration(r.timings.rescore)),
+        fuse: Some(duration(r.timings.fuse)),
+        total: Some(duration(total)),
+    }
+}
+
+fn decision(hit: bool) -> i32 {
+    if hit { pb::Decision::Hit as i32 } else { pb::Decision::NoHit as i32 }
+}
+
+/// An identification reply on the wire.
+pub fn identify_response(
+    r: Reply,
+    request_id: String,
+    model: &str,
+    queue: Duration,
+    parse: Duration,
+    total: Duration,
+) -> pb::IdentifyResponse {
+    pb::IdentifyResponse {
+        request_id,
+        decision: decision(r.hit),
+        operating_point: Some(operating_point(&r.operating_point, model)),
+        timings: Some(timings(&r, queue, parse, total)),
+        backend: r.backend.clone(),
+        gallery_generation: r.generation,
+        comparisons: r.comparisons as u64,
+        candidates: r.candidates.into_iter().enumerate().map(|(i, m)| candidate(i + 1, m)).collect(),
+    }
+}
+
+/// A verification reply on the wire.
+pub fn verify_response(
+    r: Reply,
+    model: &str,
+    queue: Duration,
+    parse: Duration,
+    total: Duration,
+) -> pb::VerifyResponse {
+    pb::VerifyResponse {
+        decision: decision(r.hit),
+        operating_point: Some(operating_point(&r.operating_point, model)),
+        timings: Some(timings(&r, queue, parse, total)),
+        backend: r.backend.clone(),
+        gallery_generation: r.generation,
+        candidate: r.candidates.into_iter().next().map(|m| candidate(1, m)),
+    }
+}

@@ -1,0 +1,203 @@
+//! Prometheus metrics (prometheus-client, OpenMetrics text) served over
+//! HTTP at `/metrics`: request counts and latencies per method and status,
+//! stage latencies, in-flight requests, shed requests, comparisons, the
+//! re-scoring backend and the gallery's size.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodCode {
+    method: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabel {
+    backend: String,
+}
+
+type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.1 ms to 6.5 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<MethodCode, Counter>,
+    latency: Hist<MethodLabel>,
+    stages: Hist<StageLabel>,
+    shed: Family<MethodLabel, Counter>,
+    in_flight: Gauge,
+    comparisons: Counter,
+    backend: Family<BackendLabel, Gauge>,
+    templates: Gauge,
+    subjects: Gauge,
+    shards: Gauge,
+    generation: Gauge,
+    problems: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("whorl");
+        let requests = Family::<MethodCode, Counter>::default();
+        registry.register("requests", "gRPC requests by method and status code", requests.clone());
+        let latency: Hist<MethodLabel> = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register("request_duration_seconds", "Server-side latency by method", latency.clone());
+        let stages: Hist<StageLabel> = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register("stage_duration_seconds", "Identification latency by pipeline stage", stages.clone());
+        let shed = Family::<MethodLabel, Counter>::default();
+        registry.register("shed", "Requests refused with RESOURCE_EXHAUSTED because the server was full", shed.clone());
+        let in_flight = Gauge::default();
+        registry.register("in_flight", "Searches admitted and not yet answered (running and queued)", in_flight.clone());
+        let comparisons = Counter::default();
+        registry.register("comparisons", "Cylinder comparisons made", comparisons.clone());
+        let backend = Family::<BackendLabel, Gauge>::default();
+        registry.register("backend", "The re-scoring backend in use (1)", backend.clone());
+        let templates = Gauge::default();
+        registry.register("gallery_templates", "Templates searchable", templates.clone());
+        let subjects = Gauge::default();
+        registry.register("gallery_subjects", "Subjects searchable", subjects.clone());
+        let shards = Gauge::default();
+        registry.register("gallery_shards", "Shards served", shards.clone());
+        let generation = Gauge::default();
+        registry.register("gallery_generation", "Gallery snapshot generation", generation.clone());
+        let problems = Gauge::default();
+        registry.register("gallery_problems", "Shards left out as damaged (degraded when > 0)", problems.clone());
+        Metrics {
+            registry,
+            requests,
+            latency,
+            stages,
+            shed,
+            in_flight,
+            comparisons,
+            backend,
+            templates,
+            subjects,
+            shards,
+            generation,
+            problems,
+        }
+    }
+
+    /// Counts a finished request.
+    pub fn request(&self, method: &str, code: tonic::Code, took: Duration) {
+        let code = super::audit::code_name(code).to_string();
+        self.requests.get_or_create(&MethodCode { method: method.to_string(), code }).inc();
+        self.latency.get_or_create(&MethodLabel { method: method.to_string() }).observe(took.as_secs_f64());
+    }
+
+    /// Records one identification's stage timings.
+    pub fn stages(&self, stages: &[(&str, Duration)], comparisons: usize) {
+        for (s, d) in stages {
+            self.stages.get_or_create(&StageLabel { stage: (*s).to_string() }).observe(d.as_secs_f64());
+        }
+        self.comparisons.inc_by(comparisons as u64);
+    }
+
+    /// Counts a shed request.
+    pub fn shed(&self, method: &str) {
+        self.shed.get_or_create(&MethodLabel { method: method.to_string() }).inc();
+    }
+
+    /// Total requests shed so far.
+    pub fn shed_total(&self) -> u64 {
+        let mut n = 0;
+        for m in ["Identify", "IdentifyStream", "Verify"] {
+            n += self.shed.get_or_create(&MethodLabel { method: m.into() }).get();
+        }
+        n
+    }
+
+    /// Sets the in-flight gauge.
+    pub fn set_in_flight(&self, n: usize) {
+        self.in_flight.set(n as i64);
+    }
+
+    /// Names the backend in use.
+    pub fn set_backend(&self, name: &str) {
+        self.backend.clear();
+        self.backend.get_or_create(&BackendLabel { backend: name.to_string() }).set(1);
+    }
+
+    /// Sets the gallery gauges.
+    pub fn set_gallery(&self, templates: u64, subjects: u64, shards: usize, generation: u64, problems: usize) {
+        self.templates.set(templates as i64);
+        self.subjects.set(subjects as i64);
+        self.shards.set(shards as i64);
+        self.generation.set(generation as i64);
+        self.problems.set(problems as i64);
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut s, &self.registry) {
+            tracing::error!("encoding metrics: {e}");
+        }
+        s
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until `shutdown` resolves; returns the bound address.
+pub async fn serve(
+    metrics: Arc<Metrics>,
+    addr: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = Arc::clone(&metrics);
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    m.encode(),
+                )
+            }
+        }),
+    );
+    let handle = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!("metrics server: {e}");
+        }
+    });
+    Ok((bound, handle))
+}

@@ -1,0 +1,3 @@
+//! The gRPC server.
+
+pub mod pb;
