@@ -9,6 +9,7 @@ mod embed;
 mod eval;
 mod gallery;
 mod hnsw_bench;
+mod serve;
 mod synth;
 mod template;
 
@@ -60,6 +61,22 @@ enum Command {
     CalibrateImpostors(calibrate::CalibrateArgs),
     /// Run the main job on a built-in synthetic gallery.
     Demo(demo::DemoArgs),
+    /// Serve a gallery over gRPC.
+    Serve(serve::ServeArgs),
+    /// Search a server for the person whose fingers these templates are.
+    Identify(serve::IdentifyArgs),
+    /// Compare templates with one enrolled subject on a server (1:1).
+    VerifySubject(serve::VerifyArgs),
+    /// Enrol a subject on a server.
+    Enroll(serve::EnrollArgs),
+    /// Delete a subject on a server.
+    Delete(serve::DeleteArgs),
+    /// List, load and unload a server's shards; its statistics.
+    Shards(serve::ShardsArgs),
+    /// Write synthetic probe files (and their mates) for `bench --probes`.
+    Probes(serve::ProbesArgs),
+    /// Load a server: QPS, latency percentiles, errors, rank-1, FNIR.
+    Bench(serve::BenchArgs),
 }
 
 /// Runs the command line; errors are printed with their causes.
@@ -84,6 +101,14 @@ pub fn main() -> ExitCode {
         Command::BenchRescore(args) => bench_rescore::run(args),
         Command::CalibrateImpostors(args) => calibrate::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Identify(args) => serve::identify(args),
+        Command::VerifySubject(args) => serve::verify(args),
+        Command::Enroll(args) => serve::enroll(args),
+        Command::Delete(args) => serve::delete(args),
+        Command::Shards(args) => serve::shards(args),
+        Command::Probes(args) => serve::probes(args),
+        Command::Bench(args) => serve::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -123,7 +123,7 @@ pub fn index(
     match saved::load_set(dir, &entry.name, true, (&emb, crc, &counts)) {
         Ok((graphs, _)) => return Ok(zip(graphs, groups)),
         Err(e) if !build => return Err(GalleryError::Index(e)),
-        Err(e) => tracing::warn!("{}: index {e}; rebuilding", entry.name),
+        Err(e) => tracing::warn!("{}: {e}; rebuilding its index", entry.name),
     }
     saved::remove_set(dir, &entry.name);
     let vectors = embeddings(shard);

@@ -31,7 +31,7 @@ pub use delta::{Delta, DeltaEntry};
 pub use loaded::{LoadedShard, Partition};
 pub use manifest::{Manifest, ShardEntry};
 pub use wal::SyncMode;
-pub use write::{CompactReport, SubjectView};
+pub use write::{CompactReport, MAX_TEMPLATES, SubjectView};
 
 use crate::embed::Embedder;
 use crate::index::{IndexError, IndexParams};

@@ -84,6 +84,11 @@ impl Engine {
         self.max - self.admission.available_permits()
     }
 
+    /// Worker threads (searches running at once).
+    pub fn workers(&self) -> usize {
+        self.threads.len()
+    }
+
     /// The admission limit.
     pub fn max_in_flight(&self) -> usize {
         self.max
