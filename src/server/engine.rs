@@ -108,12 +108,14 @@ impl Engine {
         queued.fetch_add(1, Ordering::Relaxed);
         let job: Job = Box::new(move || {
             queued.fetch_sub(1, Ordering::Relaxed);
-            let _permit = permit;
             if tx.is_closed() {
-                return; // nobody waits for it any more
+                return; // nobody waits for it any more (the permit goes with the job)
             }
             let ran = Ran { queued: submitted.elapsed() };
             let r = f();
+            // Free the slot before replying, so a caller that saw its reply
+            // never sees its own search still counted in flight.
+            drop(permit);
             let _ = tx.send((r, ran));
         });
         self.tx.as_ref()?.send(job).ok()?;
