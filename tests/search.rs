@@ -76,12 +76,16 @@ fn rank1(s: &Searcher, n: usize, probes: u64) -> (f64, f64) {
 #[test]
 fn mates_are_found_and_ten_prints_beat_one() {
     let (dir, g) = gallery("rank");
-    for cfg in [SearchConfig::default(), SearchConfig { exact_below: 0, candidates_per_finger: 40, ..SearchConfig::default() }]
+    for cfg in
+        [SearchConfig::default(), SearchConfig { exact_below: 0, candidates_per_finger: 40, ..SearchConfig::default() }]
     {
         let s = searcher(&g, cfg.clone());
         let (one, f1) = rank1(&s, 1, 50);
         let (four, f4) = rank1(&s, 4, 50);
-        eprintln!("exact_below {}: rank-1 one finger {one:.2} ({f1:.1} decades), four {four:.2} ({f4:.1})", cfg.exact_below);
+        eprintln!(
+            "exact_below {}: rank-1 one finger {one:.2} ({f1:.1} decades), four {four:.2} ({f4:.1})",
+            cfg.exact_below
+        );
         assert!(one >= 0.7, "single-finger rank-1 {one}");
         assert!(four >= one && four >= 0.95, "four-finger rank-1 {four} vs single {one}");
         assert!(f4 > f1 + 3.0, "fusion adds evidence: {f4} vs {f1}");
@@ -114,7 +118,9 @@ fn non_mated_searches_rarely_hit_and_the_threshold_follows_the_fpir() {
     // A looser target admits more, a threshold of 0 admits all.
     let loose = Query { decision: Some(Decision::Fpir(0.5)), ..query(pop.templates(SUBJECTS + 1, 1)) };
     let strict = Query { decision: Some(Decision::Fpir(1e-6)), ..loose.clone() };
-    assert!(s.identify(&loose).unwrap().operating_point.threshold < s.identify(&strict).unwrap().operating_point.threshold);
+    assert!(
+        s.identify(&loose).unwrap().operating_point.threshold < s.identify(&strict).unwrap().operating_point.threshold
+    );
     let all = Query { decision: Some(Decision::Threshold(0.0)), ..loose };
     assert!(s.identify(&all).unwrap().hit);
     let _ = std::fs::remove_dir_all(dir);
@@ -199,8 +205,14 @@ fn bad_requests_are_refused_with_the_reason() {
     let late = Query { deadline: Some(Instant::now() - Duration::from_millis(1)), ..query(t.clone()) };
     assert!(matches!(s.identify(&late), Err(SearchError::Deadline(_))));
     // Unknown positions are compared with every position and still find the mate.
-    let unknown: Vec<Template> =
-        t.iter().cloned().map(|mut x| { x.finger_position = FingerPosition::UNKNOWN; x }).collect();
+    let unknown: Vec<Template> = t
+        .iter()
+        .cloned()
+        .map(|mut x| {
+            x.finger_position = FingerPosition::UNKNOWN;
+            x
+        })
+        .collect();
     let r = s.identify(&query(unknown)).unwrap();
     assert_eq!(r.candidates[0].subject, Subjects::id(1));
     assert!(r.candidates[0].fingers.iter().all(|f| f.tries == FINGERS as usize));

@@ -38,7 +38,8 @@ fn population() -> Subjects {
 fn build_gallery(name: &str) -> PathBuf {
     let dir = tempdir(name);
     let pop = population();
-    let items = (0..SUBJECTS).flat_map(move |s| pop.templates(s, 0).into_iter().map(move |t| (Subjects::id(s), vec![], t)));
+    let items =
+        (0..SUBJECTS).flat_map(move |s| pop.templates(s, 0).into_iter().map(move |t| (Subjects::id(s), vec![], t)));
     let opts = BuildOptions {
         shard_size: (SUBJECTS * u64::from(FINGERS) / 2) as usize,
         index: IndexParams { max_connections: 16, ef_construction: 100 },
@@ -114,7 +115,11 @@ async fn mates_found_ten_prints_beat_one_enrol_and_delete_take_effect() {
         assert!(r4.operating_point.as_ref().unwrap().threshold > 0.0);
     }
     let n = probes.len();
-    eprintln!("rank-1 one finger {one_rank1}/{n}, four fingers {four_rank1}/{n}; mean fused {:.1} vs {:.1}", one_score / n as f64, four_score / n as f64);
+    eprintln!(
+        "rank-1 one finger {one_rank1}/{n}, four fingers {four_rank1}/{n}; mean fused {:.1} vs {:.1}",
+        one_score / n as f64,
+        four_score / n as f64
+    );
     assert!(one_rank1 * 10 >= n * 7, "one finger rank-1 {one_rank1}/{n}");
     assert_eq!(four_rank1, n, "four fingers find every mate first");
     assert!(four_score > 2.0 * one_score, "fusing fingers adds evidence");
@@ -158,14 +163,22 @@ async fn mates_found_ten_prints_beat_one_enrol_and_delete_take_effect() {
     // Verify 1:1.
     let v = c
         .identification
-        .verify(pb::VerifyRequest { subject_id: Subjects::id(7), probe: Some(probe_of(&pop.templates(7, 1))), decision: None })
+        .verify(pb::VerifyRequest {
+            subject_id: Subjects::id(7),
+            probe: Some(probe_of(&pop.templates(7, 1))),
+            decision: None,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(v.decision, pb::Decision::Hit as i32);
     let v = c
         .identification
-        .verify(pb::VerifyRequest { subject_id: Subjects::id(8), probe: Some(probe_of(&pop.templates(7, 1))), decision: None })
+        .verify(pb::VerifyRequest {
+            subject_id: Subjects::id(8),
+            probe: Some(probe_of(&pop.templates(7, 1))),
+            decision: None,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -196,7 +209,9 @@ async fn mates_found_ten_prints_beat_one_enrol_and_delete_take_effect() {
     assert!(identifies.len() >= 2 * n);
     assert!(identifies.iter().all(|l| l["probe_sha256"].as_str().is_some_and(|h| h.len() == 64)));
     assert!(identifies.iter().all(|l| l["client"].as_str().unwrap().starts_with("station")));
-    assert!(lines.iter().any(|l| l["method"] == "Enroll" && l["subject"] == "new-subject" && l["client"].as_str().unwrap().starts_with("ops")));
+    assert!(lines.iter().any(|l| l["method"] == "Enroll"
+        && l["subject"] == "new-subject"
+        && l["client"].as_str().unwrap().starts_with("ops")));
     assert!(lines.iter().any(|l| l["method"] == "Delete" && l["status"] == "NOT_FOUND"));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -221,14 +236,19 @@ async fn bad_input_tokens_roles_and_deadlines_get_their_codes() {
     // A forced format that does not fit: the parser names the field.
     let mut req = request(&[]);
     req.probe = Some(pb::Probe {
-        templates: vec![pb::FingerTemplate { data: good.clone(), format: pb::TemplateFormat::Json as i32, finger_position: 0 }],
+        templates: vec![pb::FingerTemplate {
+            data: good.clone(),
+            format: pb::TemplateFormat::Json as i32,
+            finger_position: 0,
+        }],
     });
     let e = code(c.identification.identify(req).await);
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("template 0"));
     // Unknown format value.
     let mut req = request(&[]);
-    req.probe = Some(pb::Probe { templates: vec![pb::FingerTemplate { data: good.clone(), format: 99, finger_position: 0 }] });
+    req.probe =
+        Some(pb::Probe { templates: vec![pb::FingerTemplate { data: good.clone(), format: 99, finger_position: 0 }] });
     let e = code(c.identification.identify(req).await);
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("unknown template format"), "{}", e.message());
@@ -269,34 +289,58 @@ async fn bad_input_tokens_roles_and_deadlines_get_their_codes() {
     assert!(!e.message().contains("not-a-token"));
     let e = c
         .gallery
-        .enroll(pb::EnrollRequest { subject_id: "x".into(), templates: vec![client::finger(good.clone())], labels: Default::default() })
+        .enroll(pb::EnrollRequest {
+            subject_id: "x".into(),
+            templates: vec![client::finger(good.clone())],
+            labels: Default::default(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    let e = c.gallery.get_subject(pb::GetSubjectRequest { subject_id: Subjects::id(1), include_templates: false }).await.unwrap_err();
+    let e = c
+        .gallery
+        .get_subject(pb::GetSubjectRequest { subject_id: Subjects::id(1), include_templates: false })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     // Not found.
     let mut admin = connect(&server, Some(ADMIN_TOKEN)).await;
     let e = c
         .identification
-        .verify(pb::VerifyRequest { subject_id: "nobody".into(), probe: Some(client::probe(vec![good.clone()])), decision: None })
+        .verify(pb::VerifyRequest {
+            subject_id: "nobody".into(),
+            probe: Some(client::probe(vec![good.clone()])),
+            decision: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    let e = admin.gallery.get_subject(pb::GetSubjectRequest { subject_id: "nobody".into(), include_templates: false }).await.unwrap_err();
+    let e = admin
+        .gallery
+        .get_subject(pb::GetSubjectRequest { subject_id: "nobody".into(), include_templates: false })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     let e = admin.gallery.unload_shard(pb::UnloadShardRequest { name: "shard-9999".into() }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     // Enrolment input.
     let e = admin
         .gallery
-        .enroll(pb::EnrollRequest { subject_id: String::new(), templates: vec![client::finger(good.clone())], labels: Default::default() })
+        .enroll(pb::EnrollRequest {
+            subject_id: String::new(),
+            templates: vec![client::finger(good.clone())],
+            labels: Default::default(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = admin
         .gallery
-        .enroll(pb::EnrollRequest { subject_id: "y".into(), templates: vec![client::finger(vec![1, 2, 3])], labels: Default::default() })
+        .enroll(pb::EnrollRequest {
+            subject_id: "y".into(),
+            templates: vec![client::finger(vec![1, 2, 3])],
+            labels: Default::default(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -340,7 +384,11 @@ async fn overload_is_shed_while_admitted_requests_complete() {
         match r {
             Ok(r) => {
                 ok += 1;
-                assert_eq!(r.candidates[0].subject_id, Subjects::id(i % SUBJECTS), "an admitted search completes correctly");
+                assert_eq!(
+                    r.candidates[0].subject_id,
+                    Subjects::id(i % SUBJECTS),
+                    "an admitted search completes correctly"
+                );
             }
             Err(e) => {
                 assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
@@ -358,7 +406,10 @@ async fn overload_is_shed_while_admitted_requests_complete() {
     let text = http_get(server.metrics_addr.unwrap(), "/metrics").await;
     assert!(text.contains("whorl_shed_total{method=\"Identify\"}"), "{text}");
     assert!(text.contains("whorl_requests_total{method=\"Identify\",code=\"OK\"}"));
-    assert!(text.lines().any(|l| l.starts_with("whorl_stage_duration_seconds_bucket") && l.contains("stage=\"rescore\"")), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("whorl_stage_duration_seconds_bucket") && l.contains("stage=\"rescore\"")),
+        "{text}"
+    );
     assert!(text.contains(&format!("whorl_gallery_templates {}", SUBJECTS * u64::from(FINGERS))));
     server.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -405,7 +456,12 @@ async fn a_shard_unloaded_mid_stream_leaves_every_reply_consistent() {
     while let Some(item) = replies.message().await.unwrap() {
         got.push(item);
         if got.len() == 15 {
-            let s = admin.gallery.unload_shard(pb::UnloadShardRequest { name: "shard-0001".into() }).await.unwrap().into_inner();
+            let s = admin
+                .gallery
+                .unload_shard(pb::UnloadShardRequest { name: "shard-0001".into() })
+                .await
+                .unwrap()
+                .into_inner();
             assert_eq!(s.status, "unloaded");
             let st = admin.gallery.stats(pb::StatsRequest {}).await.unwrap().into_inner();
             unload_generation = Some(st.generation);
@@ -416,7 +472,9 @@ async fn a_shard_unloaded_mid_stream_leaves_every_reply_consistent() {
     assert_eq!(got.len(), 60, "every request of the stream is answered");
     let (mut before, mut after) = (0, 0);
     for (k, item) in got.iter().enumerate() {
-        let Some(pb::identify_stream_response::Result::Response(r)) = &item.result else { panic!("reply {k}: {item:?}") };
+        let Some(pb::identify_stream_response::Result::Response(r)) = &item.result else {
+            panic!("reply {k}: {item:?}")
+        };
         assert!(item.request_id.starts_with(&format!("{k}:")), "replies come in request order");
         let sees = r.candidates.iter().any(|c| c.fingers.iter().any(|f| f.source == "shard-0001"));
         if r.gallery_generation >= g {
@@ -430,7 +488,8 @@ async fn a_shard_unloaded_mid_stream_leaves_every_reply_consistent() {
     }
     assert!(before >= 10 && after >= 10, "{before} before, {after} after");
     // Load it back: found again.
-    let s = admin.gallery.load_shard(pb::LoadShardRequest { file: "shard-0001.whorl".into() }).await.unwrap().into_inner();
+    let s =
+        admin.gallery.load_shard(pb::LoadShardRequest { file: "shard-0001.whorl".into() }).await.unwrap().into_inner();
     assert_eq!(s.status, "serving");
     let r = identify(&mut c.clone(), &pop.templates(second[0], 1)).await.unwrap();
     assert_eq!(r.candidates[0].subject_id, Subjects::id(second[0]));

@@ -107,7 +107,10 @@ fn report(a: &CalibrateArgs, model: &ImpostorModel, syn: &[(u32, f32)], real: &[
         a.fingers,
         whorl::search::impostor::TAIL_MIN
     )?;
-    writeln!(md, "| n_P | comparisons | tail from score | FMR there | GPD scale | shape (fitted) | score at FMR 1e-4 | 1e-6 | 1e-8 |")?;
+    writeln!(
+        md,
+        "| n_P | comparisons | tail from score | FMR there | GPD scale | shape (fitted) | score at FMR 1e-4 | 1e-6 | 1e-8 |"
+    )?;
     writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
     for c in &model.strata {
         writeln!(

@@ -59,13 +59,15 @@ fn gallery_dir(a: &DemoArgs) -> Result<PathBuf> {
     std::fs::create_dir_all(&a.cache)?;
     println!("gallery: building {} synthetic subjects into {} (once; later runs reuse it)", a.subjects, dir.display());
     let pop = Subjects::new(Synth::new(SynthParams::default(), a.seed), 1);
-    let items = (0..a.subjects).map(move |s| (Subjects::id(s), Vec::new(), pop.synth.template(pop.finger_ids(s)[0], 0)));
+    let items =
+        (0..a.subjects).map(move |s| (Subjects::id(s), Vec::new(), pop.synth.template(pop.finger_ids(s)[0], 0)));
     let bar = super::progress(a.subjects, "building");
     let t0 = Instant::now();
-    let r = gallery::build(&tmp, &Embedder::default(), &Matcher::default(), &BuildOptions::default(), items, |d, w| {
-        bar.set_position(d);
-        bar.set_message(w.to_string());
-    })?;
+    let r =
+        gallery::build(&tmp, &Embedder::default(), &Matcher::default(), &BuildOptions::default(), items, |d, w| {
+            bar.set_position(d);
+            bar.set_message(w.to_string());
+        })?;
     bar.finish_and_clear();
     std::fs::rename(&tmp, &dir).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
     println!(

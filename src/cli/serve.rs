@@ -192,7 +192,12 @@ fn print_identify(name: &str, r: &pb::IdentifyResponse) {
     let total = whorl::server::convert::from_duration(&r.timings.as_ref().and_then(|t| t.total));
     println!(
         "{name}: {decision} (threshold {:.2} decades for FPIR {} over {} subjects; {} comparisons; {:.1} ms; {})",
-        op.threshold, op.target_fpir, op.gallery_subjects, r.comparisons, total.as_secs_f64() * 1e3, r.backend
+        op.threshold,
+        op.target_fpir,
+        op.gallery_subjects,
+        r.comparisons,
+        total.as_secs_f64() * 1e3,
+        r.backend
     );
     println!("| rank | subject | fused (decades) | hit | fingers (position: score) |");
     println!("|---|---|---|---|---|");
@@ -423,9 +428,14 @@ pub struct SynthProbeArgs {
     pub(super) impression: u32,
 }
 
-/// Synthetic probes: (name, ISO records, mate).
-pub fn synth_probes(a: &SynthProbeArgs) -> Result<Vec<(String, Vec<Vec<u8>>, Option<String>)>> {
-    let n = a.synth_subjects.ok_or_else(|| anyhow!("give --probes DIR or --synth-subjects N (the synthetic gallery's size)"))?;
+/// A synthetic probe: name, ISO records, mate.
+pub type SynthProbe = (String, Vec<Vec<u8>>, Option<String>);
+
+/// Synthetic probes.
+pub fn synth_probes(a: &SynthProbeArgs) -> Result<Vec<SynthProbe>> {
+    let n = a
+        .synth_subjects
+        .ok_or_else(|| anyhow!("give --probes DIR or --synth-subjects N (the synthetic gallery's size)"))?;
     if n == 0 {
         bail!("--synth-subjects must be positive");
     }
@@ -443,8 +453,10 @@ pub fn synth_probes(a: &SynthProbeArgs) -> Result<Vec<(String, Vec<Vec<u8>>, Opt
     let mut out = Vec::new();
     let mut make = |s: u64, mate: Option<String>| -> Result<()> {
         let ts: Vec<_> = pop.templates(s, a.impression).into_iter().take(a.probe_fingers as usize).collect();
-        let records =
-            ts.iter().map(|t| template::write(std::slice::from_ref(t), Format::Iso2005)).collect::<Result<Vec<_>, _>>()?;
+        let records = ts
+            .iter()
+            .map(|t| template::write(std::slice::from_ref(t), Format::Iso2005))
+            .collect::<Result<Vec<_>, _>>()?;
         out.push((format!("{}_{}", Subjects::id(s), a.impression), records, mate));
         Ok(())
     };

@@ -157,9 +157,8 @@ mod tests {
             let alpha = 0.01f64;
             let hits = (0..n)
                 .filter(|_| {
-                    let f: Vec<FingerEvidence> = (0..k)
-                        .map(|_| FingerEvidence { ln_fmr: (1.0 - rng.random::<f64>()).ln(), tries: 1 })
-                        .collect();
+                    let f: Vec<FingerEvidence> =
+                        (0..k).map(|_| FingerEvidence { ln_fmr: (1.0 - rng.random::<f64>()).ln(), tries: 1 }).collect();
                     fuse(&f) <= alpha.ln()
                 })
                 .count();

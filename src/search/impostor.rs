@@ -140,11 +140,7 @@ pub const BUILTIN: &str = include_str!("../../assets/impostor-mcc-v1.json");
 
 impl ImpostorModel {
     /// Fits the model on impostor comparisons `(n_P, score)`.
-    pub fn fit(
-        comparisons: &[(u32, f32)],
-        mcc_params_crc: u32,
-        source: String,
-    ) -> Result<ImpostorModel, ModelError> {
+    pub fn fit(comparisons: &[(u32, f32)], mcc_params_crc: u32, source: String) -> Result<ImpostorModel, ModelError> {
         if comparisons.iter().any(|c| !c.1.is_finite()) {
             return Err(ModelError::NotFinite);
         }
@@ -184,13 +180,7 @@ impl ImpostorModel {
         if strata.is_empty() {
             return Err(ModelError::TooFew(0));
         }
-        Ok(ImpostorModel {
-            format: FORMAT,
-            mcc_params_crc,
-            source,
-            comparisons: comparisons.len() as u64,
-            strata,
-        })
+        Ok(ImpostorModel { format: FORMAT, mcc_params_crc, source, comparisons: comparisons.len() as u64, strata })
     }
 
     /// Reads a model file's bytes.

@@ -172,6 +172,9 @@ pub enum SearchError {
     Internal(String),
 }
 
+/// Candidates of one task: (probe finger, template, similarity).
+type Hits = Vec<(usize, Src, f32)>;
+
 /// Where a gallery template lives within a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Src {
@@ -374,10 +377,8 @@ impl Searcher {
 
         // Fuse per subject.
         let t3 = Instant::now();
-        let mut ranked: Vec<(f64, SubjectMatch)> = subjects
-            .iter()
-            .map(|s| self.fuse_subject(&snap, &prepped, s, &templates[s], &scored))
-            .collect();
+        let mut ranked: Vec<(f64, SubjectMatch)> =
+            subjects.iter().map(|s| self.fuse_subject(&snap, &prepped, s, &templates[s], &scored)).collect();
         ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.subject.cmp(&b.1.subject)));
         let n = self.subjects(&snap);
         let op = match decision {
@@ -483,12 +484,14 @@ impl Searcher {
             }
             tasks.push((f, None));
         }
-        let found: Vec<Result<Vec<(usize, Src, f32)>, SearchError>> = tasks
+        let found: Vec<Result<Hits, SearchError>> = tasks
             .par_iter()
             .map(|&(f, at)| {
                 let p = &prepped[f];
                 match at {
-                    Some((si, pi)) => self.search_partition(snap, &snap.shards[si], si, pi, &p.embedding, labels, k, ef),
+                    Some((si, pi)) => {
+                        self.search_partition(snap, &snap.shards[si], si, pi, &p.embedding, labels, k, ef)
+                    }
                     None => Ok(search_delta(snap, p, labels, k)),
                 }
                 .map(|v| v.into_iter().map(|(src, s)| (f, src, s)).collect())
@@ -526,7 +529,8 @@ impl Searcher {
         let tombstoned = snap.delta.tombstones.keys().any(|t| shard.by_subject.contains_key(t));
         let keep = |t: u32| -> bool {
             let t = t as usize;
-            (!tombstoned || !snap.delta.hides_shard_subject(shard.subject_of(t))) && labels_match_shard(shard, t, labels)
+            (!tombstoned || !snap.delta.hides_shard_subject(shard.subject_of(t)))
+                && labels_match_shard(shard, t, labels)
         };
         let filtered = tombstoned || !labels.is_empty();
         let hits: Vec<(u32, f32)> = if part.ids.len() <= self.cfg.exact_below {
@@ -574,10 +578,8 @@ impl Searcher {
         if pairs.is_empty() {
             return Ok(());
         }
-        let mut queries: Vec<rescore::Query<'_>> = prepped
-            .iter()
-            .map(|p| rescore::Query { probe: p.prepared.view(), candidates: Vec::new() })
-            .collect();
+        let mut queries: Vec<rescore::Query<'_>> =
+            prepped.iter().map(|p| rescore::Query { probe: p.prepared.view(), candidates: Vec::new() }).collect();
         let mut order: Vec<Vec<Src>> = vec![Vec::new(); prepped.len()];
         for &(f, src) in pairs {
             let (prepared, location) = prepared_of(snap, src)?;

@@ -77,9 +77,15 @@ impl Auth {
         for e in entries {
             let h = match (&e.token, &e.token_sha256) {
                 (Some(t), None) => sha256(t.as_bytes()),
-                (None, Some(h)) => unhex(h)
-                    .ok_or_else(|| ConfigError::Invalid(format!("token '{}': token_sha256 is not 64 hex digits", e.name)))?,
-                _ => return Err(ConfigError::Invalid(format!("token '{}' needs one of token and token_sha256", e.name))),
+                (None, Some(h)) => unhex(h).ok_or_else(|| {
+                    ConfigError::Invalid(format!("token '{}': token_sha256 is not 64 hex digits", e.name))
+                })?,
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "token '{}' needs one of token and token_sha256",
+                        e.name
+                    )));
+                }
             };
             tokens.push((h, e.name.clone(), e.role));
         }
@@ -94,7 +100,8 @@ impl Auth {
     /// Checks the request's bearer token for role `need`.
     pub fn authorize<T>(&self, req: &Request<T>, need: Role) -> Result<Caller, Status> {
         let peer = req.remote_addr().map(|a| a.to_string());
-        let cert = req.peer_certs().and_then(|c| c.first().map(|c| format!("sha256:{}", &hex(&sha256(c.as_ref()))[..16])));
+        let cert =
+            req.peer_certs().and_then(|c| c.first().map(|c| format!("sha256:{}", &hex(&sha256(c.as_ref()))[..16])));
         if !self.enabled() {
             return Ok(Caller { name: "anonymous".into(), role: Role::Admin, cert, peer });
         }
@@ -116,9 +123,7 @@ impl Auth {
         }
         let (name, role) = found.ok_or_else(|| Status::unauthenticated("invalid bearer token"))?;
         if role < need {
-            return Err(Status::permission_denied(format!(
-                "'{name}' has the {role:?} role; this call needs {need:?}"
-            )));
+            return Err(Status::permission_denied(format!("'{name}' has the {role:?} role; this call needs {need:?}")));
         }
         Ok(Caller { name: name.to_string(), role, cert, peer })
     }

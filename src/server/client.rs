@@ -85,7 +85,9 @@ pub async fn connect(url: &str, o: &ClientOptions) -> Result<Clients, String> {
     let channel = ep.connect().await.map_err(|e| format!("connecting to {url}: {e:?}"))?;
     let bearer = match &o.token {
         Some(t) => Bearer(Some(
-            format!("Bearer {t}").parse().map_err(|_| "the token holds characters a header cannot carry".to_string())?,
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| "the token holds characters a header cannot carry".to_string())?,
         )),
         None => Bearer(None),
     };

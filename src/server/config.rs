@@ -226,13 +226,16 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Read { path: path.display().to_string(), message: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Read { path: path.display().to_string(), message: e.to_string() })
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::Read { path: path.display().to_string(), message: e.to_string() })
     }
 
     /// Checks the values that cannot be checked by their types.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.gallery.path.as_os_str().is_empty() {
-            return Err(ConfigError::Invalid("gallery.path is not set (config file, --gallery or WHORL_GALLERY)".into()));
+            return Err(ConfigError::Invalid(
+                "gallery.path is not set (config file, --gallery or WHORL_GALLERY)".into(),
+            ));
         }
         if self.server.max_in_flight == 0 {
             return Err(ConfigError::Invalid("server.max_in_flight must be at least 1".into()));
@@ -248,7 +251,10 @@ impl Config {
                 }
                 (None, Some(h)) if h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) => {}
                 (None, Some(_)) => {
-                    return Err(ConfigError::Invalid(format!("token '{}': token_sha256 must be 64 hex digits", t.name)));
+                    return Err(ConfigError::Invalid(format!(
+                        "token '{}': token_sha256 must be 64 hex digits",
+                        t.name
+                    )));
                 }
                 _ => {
                     return Err(ConfigError::Invalid(format!(
@@ -260,7 +266,9 @@ impl Config {
         }
         let c = &self.search;
         if c.candidates_per_finger == 0 || c.ef == 0 || c.max_candidates == 0 {
-            return Err(ConfigError::Invalid("search: candidates_per_finger, ef and max_candidates must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "search: candidates_per_finger, ef and max_candidates must be positive".into(),
+            ));
         }
         if !(c.default_fpir > 0.0 && c.default_fpir < 1.0) {
             return Err(ConfigError::Invalid(format!("search.default_fpir {} is not in (0, 1)", c.default_fpir)));
@@ -306,7 +314,12 @@ mod tests {
         assert!(toml::from_str::<Config>("[server]\nlisen = \"x\"").unwrap_err().to_string().contains("lisen"));
         let mut c = Config { gallery: GallerySection { path: "g".into(), ..Default::default() }, ..Default::default() };
         c.check().unwrap();
-        c.auth.tokens.push(TokenEntry { name: "a".into(), role: Role::Admin, token: Some("short".into()), token_sha256: None });
+        c.auth.tokens.push(TokenEntry {
+            name: "a".into(),
+            role: Role::Admin,
+            token: Some("short".into()),
+            token_sha256: None,
+        });
         assert!(c.check().unwrap_err().to_string().contains("shorter"));
         c.auth.tokens[0].token_sha256 = Some("00".into());
         assert!(c.check().unwrap_err().to_string().contains("exactly one"));

@@ -122,9 +122,7 @@ fn duration(d: Duration) -> prost_types::Duration {
 
 /// A protobuf duration as a std one (negative: zero).
 pub fn from_duration(d: &Option<prost_types::Duration>) -> Duration {
-    d.as_ref()
-        .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
-        .unwrap_or_default()
+    d.as_ref().map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)).unwrap_or_default()
 }
 
 fn candidate(rank: usize, m: SubjectMatch) -> pb::Candidate {
@@ -198,13 +196,7 @@ pub fn identify_response(
 }
 
 /// A verification reply on the wire.
-pub fn verify_response(
-    r: Reply,
-    model: &str,
-    queue: Duration,
-    parse: Duration,
-    total: Duration,
-) -> pb::VerifyResponse {
+pub fn verify_response(r: Reply, model: &str, queue: Duration, parse: Duration, total: Duration) -> pb::VerifyResponse {
     pb::VerifyResponse {
         decision: decision(r.hit),
         operating_point: Some(operating_point(&r.operating_point, model)),

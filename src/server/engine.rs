@@ -101,7 +101,11 @@ impl Engine {
 
     /// Runs `f` on a worker; `None` if the engine is shutting down. The
     /// permit is released when the job ends (or is skipped).
-    pub async fn run<R: Send + 'static>(&self, permit: Permit, f: impl FnOnce() -> R + Send + 'static) -> Option<(R, Ran)> {
+    pub async fn run<R: Send + 'static>(
+        &self,
+        permit: Permit,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Option<(R, Ran)> {
         let (tx, rx) = oneshot::channel();
         let submitted = Instant::now();
         let queued = Arc::clone(&self.queued);
@@ -148,7 +152,7 @@ mod tests {
         assert!(e.try_admit().is_none());
         assert_eq!(e.in_flight(), 3);
         let mut it = p.into_iter();
-        let (r, _) = e.run(it.next().unwrap(), || rayon::current_num_threads()).await.unwrap();
+        let (r, _) = e.run(it.next().unwrap(), rayon::current_num_threads).await.unwrap();
         assert_eq!(r, 1, "each search runs on its worker's own pool");
         drop(it);
         assert_eq!(e.in_flight(), 0);

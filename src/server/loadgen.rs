@@ -40,7 +40,9 @@ pub fn read_probes(dir: &Path) -> Result<Vec<BenchProbe>, String> {
         let mut parts = line.split('\t');
         let (Some(file), mate) = (parts.next(), parts.next()) else { continue };
         let mate = match mate.map(str::trim) {
-            None | Some("") => return Err(format!("{}:{}: want 'file<TAB>mate' ('-' for none)", list.display(), i + 1)),
+            None | Some("") => {
+                return Err(format!("{}:{}: want 'file<TAB>mate' ('-' for none)", list.display(), i + 1));
+            }
             Some("-") => None,
             Some(m) => Some(m.to_string()),
         };
@@ -121,7 +123,8 @@ pub async fn run(client: Identification, probes: Arc<Vec<BenchProbe>>, o: &LoadO
     let end = t0 + o.duration;
     let mut tasks = Vec::new();
     for _ in 0..o.concurrency.max(1) {
-        let (client, probes, next, backend) = (client.clone(), Arc::clone(&probes), Arc::clone(&next), Arc::clone(&backend));
+        let (client, probes, next, backend) =
+            (client.clone(), Arc::clone(&probes), Arc::clone(&next), Arc::clone(&backend));
         let o = o.clone();
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
@@ -150,7 +153,13 @@ pub async fn run(client: Identification, probes: Arc<Vec<BenchProbe>>, o: &LoadO
     }
     let wall = t0.elapsed();
     let backend = backend.lock().map(|b| b.clone()).unwrap_or_default();
-    Report { concurrency: o.concurrency, wall, samples, mated: probes.iter().map(|p| p.mate.is_some()).collect(), backend }
+    Report {
+        concurrency: o.concurrency,
+        wall,
+        samples,
+        mated: probes.iter().map(|p| p.mate.is_some()).collect(),
+        backend,
+    }
 }
 
 async fn one(mut client: Identification, probes: &[BenchProbe], i: usize, o: &LoadOptions) -> (Sample, Option<String>) {
@@ -183,7 +192,15 @@ async fn one(mut client: Identification, probes: &[BenchProbe], i: usize, o: &Lo
             (s, Some(r.backend))
         }
         Err(e) => (
-            Sample { probe: i, latency, code: e.code(), mate_rank: None, hit: false, top: None, server: Duration::ZERO },
+            Sample {
+                probe: i,
+                latency,
+                code: e.code(),
+                mate_rank: None,
+                hit: false,
+                top: None,
+                server: Duration::ZERO,
+            },
             None,
         ),
     }

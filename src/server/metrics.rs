@@ -83,7 +83,11 @@ impl Metrics {
         let shed = Family::<MethodLabel, Counter>::default();
         registry.register("shed", "Requests refused with RESOURCE_EXHAUSTED because the server was full", shed.clone());
         let in_flight = Gauge::default();
-        registry.register("in_flight", "Searches admitted and not yet answered (running and queued)", in_flight.clone());
+        registry.register(
+            "in_flight",
+            "Searches admitted and not yet answered (running and queued)",
+            in_flight.clone(),
+        );
         let comparisons = Counter::default();
         registry.register("comparisons", "Cylinder comparisons made", comparisons.clone());
         let backend = Family::<BackendLabel, Gauge>::default();

@@ -57,15 +57,14 @@ pub enum ServeError {
     Transport(String),
 }
 
+/// A re-scorer, and the GPU behind it when there is one (for residency).
+pub type Backend = (Arc<dyn Rescorer>, Option<Arc<GpuRescorer>>);
+
 /// The re-scoring backend the configuration asks for: `auto` takes a
 /// hardware GPU when there is one (never a software one: lavapipe is far
 /// slower than the CPU kernel), `gpu` insists on one (software allowed),
 /// `cpu` never looks. A GPU lost while serving falls back to the CPU.
-pub fn backend(
-    choice: BackendChoice,
-    matcher: &Matcher,
-    resident_mib: u64,
-) -> Result<(Arc<dyn Rescorer>, Option<Arc<GpuRescorer>>), ServeError> {
+pub fn backend(choice: BackendChoice, matcher: &Matcher, resident_mib: u64) -> Result<Backend, ServeError> {
     let cpu = CpuRescorer::new(matcher.clone());
     let budget = resident_mib << 20;
     let gpu = match choice {
@@ -99,7 +98,8 @@ pub fn backend(
 fn open_searcher(cfg: &Config, gpu_slot: &mut Option<Arc<GpuRescorer>>) -> Result<Searcher, String> {
     let matcher = Matcher::default();
     let model = ImpostorModel::builtin(crate::shard::mcc_params_crc(matcher.params())).map_err(|e| e.to_string())?;
-    let (rescorer, gpu) = backend(cfg.backend.choice, &matcher, cfg.backend.gpu_resident_mib).map_err(|e| e.to_string())?;
+    let (rescorer, gpu) =
+        backend(cfg.backend.choice, &matcher, cfg.backend.gpu_resident_mib).map_err(|e| e.to_string())?;
     *gpu_slot = gpu;
     let opts = GalleryOptions {
         verify_on_open: cfg.gallery.verify_on_open,
@@ -175,7 +175,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let (audit, audit_thread) = audit::Audit::open(cfg.audit.path.as_deref())
         .map_err(|e| ServeError::Io(format!("audit log {:?}: {e}", cfg.audit.path)))?;
     let workers = cfg.workers();
-    let engine = engine::Engine::new(workers, 1, cfg.server.max_in_flight).map_err(|e| ServeError::Io(e.to_string()))?;
+    let engine =
+        engine::Engine::new(workers, 1, cfg.server.max_in_flight).map_err(|e| ServeError::Io(e.to_string()))?;
     let metrics = Arc::new(metrics::Metrics::new());
     let (health, health_service) = tonic_health::server::health_reporter();
     for s in SERVICES {

@@ -92,7 +92,9 @@ impl State {
             let (words, offsets) = ls.shard.prepared_words();
             match gpu.make_resident(ls.key, words, offsets) {
                 Ok(true) => tracing::info!("{}: cylinders resident on the GPU", ls.entry.name),
-                Ok(false) => tracing::info!("{}: over the GPU residency budget; its candidates are streamed", ls.entry.name),
+                Ok(false) => {
+                    tracing::info!("{}: over the GPU residency budget; its candidates are streamed", ls.entry.name)
+                }
                 Err(e) => tracing::warn!("{}: GPU upload failed ({e}); its candidates are streamed", ls.entry.name),
             }
         }
@@ -302,9 +304,8 @@ impl pb::identification_server::Identification for Services {
         let caller = match self.who(&req, Role::Search) {
             Ok(c) => c.describe(),
             Err((s, who)) => {
-                let r: Result<(), Status> = Err(s);
-                self.finish("IdentifyStream", t0, &who, &r, |_| {});
-                return Err(r.unwrap_err());
+                self.finish::<()>("IdentifyStream", t0, &who, &Err(s.clone()), |_| {});
+                return Err(s);
             }
         };
         let me = self.clone();
@@ -369,7 +370,12 @@ impl pb::identification_server::Identification for Services {
 }
 
 impl Services {
-    async fn verify_one(&self, r: pb::VerifyRequest, deadline: Option<Instant>, t0: Instant) -> Outcome<pb::VerifyResponse> {
+    async fn verify_one(
+        &self,
+        r: pb::VerifyRequest,
+        deadline: Option<Instant>,
+        t0: Instant,
+    ) -> Outcome<pb::VerifyResponse> {
         let searcher = match self.st.searcher() {
             Ok(s) => Arc::clone(s),
             Err(e) => return (Err(e), None),
@@ -485,7 +491,9 @@ impl pb::gallery_server::Gallery for Services {
                 let r = req.into_inner();
                 subject = Some(r.subject_id.clone());
                 let res = self.gallery().and_then(|g| {
-                    let v = g.subject(&r.subject_id).ok_or_else(|| Status::not_found(format!("subject '{}'", r.subject_id)))?;
+                    let v = g
+                        .subject(&r.subject_id)
+                        .ok_or_else(|| Status::not_found(format!("subject '{}'", r.subject_id)))?;
                     let mut fingers = Vec::with_capacity(v.templates.len());
                     for (t, source) in v.templates.iter().zip(&v.sources) {
                         let iso = if r.include_templates {
@@ -510,7 +518,10 @@ impl pb::gallery_server::Gallery for Services {
         res.map(Response::new)
     }
 
-    async fn list_shards(&self, req: Request<pb::ListShardsRequest>) -> Result<Response<pb::ListShardsResponse>, Status> {
+    async fn list_shards(
+        &self,
+        req: Request<pb::ListShardsRequest>,
+    ) -> Result<Response<pb::ListShardsResponse>, Status> {
         let t0 = Instant::now();
         let (res, who) = match self.who(&req, Role::Search) {
             Err((s, who)) => (Err(s), who),
@@ -541,7 +552,10 @@ impl pb::gallery_server::Gallery for Services {
             Err((s, who)) => (Err(s), who),
             Ok(c) => {
                 let file = req.into_inner().file;
-                let res = self.blocking(move |g| g.attach_shard(&file)).await.map(|e| shard_msg(&e, "serving", String::new()));
+                let res = self
+                    .blocking(move |g| g.attach_shard(&file))
+                    .await
+                    .map(|e| shard_msg(&e, "serving", String::new()));
                 if res.is_ok() {
                     let st = Arc::clone(&self.st);
                     let _ = tokio::task::spawn_blocking(move || st.sync_resident()).await;
@@ -560,8 +574,10 @@ impl pb::gallery_server::Gallery for Services {
             Err((s, who)) => (Err(s), who),
             Ok(c) => {
                 let name = req.into_inner().name;
-                let res =
-                    self.blocking(move |g| g.detach_shard(&name)).await.map(|e| shard_msg(&e, "unloaded", String::new()));
+                let res = self
+                    .blocking(move |g| g.detach_shard(&name))
+                    .await
+                    .map(|e| shard_msg(&e, "unloaded", String::new()));
                 if res.is_ok() {
                     self.st.sync_resident();
                 }

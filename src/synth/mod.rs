@@ -158,7 +158,11 @@ impl Subjects {
 
     /// Synthetic finger ids of subject `s`'s enrolled fingers.
     pub fn finger_ids(&self, s: u64) -> Vec<u64> {
-        if self.fingers == 1 { vec![10 * s + s % 10] } else { (0..u64::from(self.fingers)).map(|j| 10 * s + j).collect() }
+        if self.fingers == 1 {
+            vec![10 * s + s % 10]
+        } else {
+            (0..u64::from(self.fingers)).map(|j| 10 * s + j).collect()
+        }
     }
 
     /// Impression `k` of each of subject `s`'s enrolled fingers (0 is the
