@@ -562,3 +562,85 @@ async fn health_reflection_and_a_gallery_that_will_not_open() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&missing);
 }
+
+/// A CA, a server certificate for "localhost" and a client certificate, as PEM files in `dir`.
+fn certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut ca_params = CertificateParams::new(vec![]).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "whorl test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf = |name: &str, purpose: ExtendedKeyUsagePurpose| {
+        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![purpose];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_pem, server_key) = leaf("localhost", ExtendedKeyUsagePurpose::ServerAuth);
+    let (client_pem, client_key) = leaf("booking-station-7", ExtendedKeyUsagePurpose::ClientAuth);
+    let w = |n: &str, s: &str| {
+        let p = dir.join(n);
+        std::fs::write(&p, s).unwrap();
+        p
+    };
+    (
+        w("ca.pem", &ca.pem()),
+        w("server.pem", &server_pem),
+        w("server.key", &server_key),
+        w("client.pem", &client_pem),
+        w("client.key", &client_key),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_clients_with_a_certificate() {
+    let dir = build_gallery("tls");
+    let (ca, cert, key, client_cert, client_key) = certificates(&dir.join("pki"));
+    let audit = dir.join("audit.jsonl");
+    let mut cfg = config(&dir);
+    cfg.tls = Some(whorl::server::config::TlsSection { cert, key, client_ca: Some(ca.clone()) });
+    cfg.audit.path = Some(audit.clone());
+    let server = start(cfg).await;
+    let url = format!("https://127.0.0.1:{}", server.addr.port());
+    let pop = population();
+
+    // With the client certificate: served, and the audit names the certificate.
+    let o = ClientOptions {
+        token: Some(SEARCH_TOKEN.into()),
+        ca: Some(ca.clone()),
+        identity: Some((client_cert, client_key)),
+        domain: Some("localhost".into()),
+        ..ClientOptions::default()
+    };
+    let mut c = client::connect(&url, &o).await.unwrap();
+    let r = identify(&mut c, &pop.templates(4, 1)).await.unwrap();
+    assert_eq!(r.candidates[0].subject_id, Subjects::id(4));
+
+    // Without one: the handshake (or the first call) fails.
+    let o = ClientOptions {
+        token: Some(SEARCH_TOKEN.into()),
+        ca: Some(ca),
+        domain: Some("localhost".into()),
+        ..ClientOptions::default()
+    };
+    match client::connect(&url, &o).await {
+        Err(_) => {}
+        Ok(mut c) => {
+            assert!(identify(&mut c, &pop.templates(4, 1)).await.is_err(), "a client without a certificate was served")
+        }
+    }
+    // Plain text to a TLS port: refused.
+    let plain = ClientOptions { token: Some(SEARCH_TOKEN.into()), ..ClientOptions::default() };
+    match client::connect(&format!("http://{}", server.addr), &plain).await {
+        Err(_) => {}
+        Ok(mut c) => assert!(identify(&mut c, &pop.templates(4, 1)).await.is_err()),
+    }
+    server.shutdown().await.unwrap();
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(text.lines().any(|l| l.contains("\"Identify\"") && l.contains("station cert=sha256:")), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -299,7 +299,7 @@ mod tests {
             .lines()
             .skip(1)
             .map(|l| l.strip_prefix("//! ").unwrap_or(l.strip_prefix("//!").unwrap_or(l)))
-            .map(|l| l.replace("9f86d0...", &"9f86d0".repeat(10)[..64]))
+            .map(|l| l.replace("9f86d0...", &"9f86d0".repeat(11)[..64]))
             .collect::<Vec<_>>()
             .join("\n");
         let c: Config = toml::from_str(&toml_text).unwrap();
