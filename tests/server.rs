@@ -257,6 +257,15 @@ async fn bad_input_tokens_roles_and_deadlines_get_their_codes() {
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = code(c.identification.identify(pb::IdentifyRequest::default()).await);
     assert_eq!(e.code(), Code::InvalidArgument);
+    // An empty view (an unreadable finger) is left out, not refused; the
+    // reply numbers probe fingers as the request did. All empty: refused.
+    let mut empty = pop.templates(1, 1)[0].clone();
+    empty.minutiae.clear();
+    let r = identify(&mut c, &[empty.clone(), pop.templates(1, 1)[1].clone()]).await.unwrap();
+    assert!(r.candidates.iter().flat_map(|x| &x.fingers).all(|f| f.probe_finger == 1));
+    let e = code(c.identification.identify(request(&[empty])).await);
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("holds a minutia"), "{}", e.message());
     // Bad finger position, too many candidates, bad FPIR.
     let mut req = request(&pop.templates(1, 1)[..1]);
     req.probe.as_mut().unwrap().templates[0].finger_position = 11;

@@ -246,6 +246,37 @@ pub fn compact(a: GalleryArgs) -> Result<()> {
     Ok(())
 }
 
+/// Times opening a gallery three ways: mapping the shards (header and
+/// section table checked), then the whole gallery with its HNSW graphs
+/// (memory-mapped) without and with the full CRC pass.
+pub fn open_time(a: GalleryArgs) -> Result<()> {
+    let m = Manifest::load(&a.gallery)?;
+    let templates: u64 = m.shards.iter().map(|s| s.templates).sum();
+    println!(
+        "opening {} ({} shard(s), {templates} templates; page cache as it is)",
+        a.gallery.display(),
+        m.shards.len()
+    );
+    println!("| what | ms |\n|---|---|");
+    let t = Instant::now();
+    let shards = m.shards.iter().map(|s| Shard::open(&a.gallery.join(&s.file))).collect::<Result<Vec<_>, _>>()?;
+    println!("| shard mapping alone (mmap, header, section table) | {:.2} |", t.elapsed().as_secs_f64() * 1e3);
+    drop(shards);
+    for (verify, what) in
+        [(false, "gallery with HNSW graphs, no CRC pass"), (true, "gallery with HNSW graphs and a full CRC pass")]
+    {
+        let opts = GalleryOptions { verify_on_open: verify, build_missing_indexes: false, ..GalleryOptions::default() };
+        let t = Instant::now();
+        let g = Gallery::open(&a.gallery, Embedder::default(), Matcher::default(), opts)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if !g.problems().is_empty() {
+            bail!("shards left out: {:?}", g.problems());
+        }
+        println!("| {what} | {ms:.1} |");
+    }
+    Ok(())
+}
+
 /// A subject's templates for the enrol stress tool.
 pub fn synthetic_subject(seed: u64, id: u64, fingers: u32) -> Vec<Template> {
     let s = Synth::new(SynthParams::default(), seed);

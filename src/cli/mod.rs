@@ -46,6 +46,8 @@ enum Command {
     Info(gallery::GalleryArgs),
     /// Check every shard's checksums and the write-ahead log.
     Verify(gallery::GalleryArgs),
+    /// Time opening a gallery (shard mapping alone, with HNSW graphs, with CRC pass).
+    OpenTime(gallery::GalleryArgs),
     /// Fold enrolments and deletions into shards and trim the log.
     Compact(gallery::GalleryArgs),
     /// Enrol synthetic subjects, acknowledging each (crash tests, enrol benchmark).
@@ -96,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Info(args) => gallery::info(args),
         Command::Verify(args) => gallery::verify(args),
         Command::Compact(args) => gallery::compact(args),
+        Command::OpenTime(args) => gallery::open_time(args),
         Command::EnrollStress(args) => gallery::enroll_stress(args),
         Command::EvalCandidates(args) => candidates::run(args),
         Command::BenchRescore(args) => bench_rescore::run(args),

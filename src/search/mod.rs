@@ -54,11 +54,21 @@ pub struct SearchConfig {
     pub max_candidates: usize,
     /// Target FPIR when the request gives neither FPIR nor threshold.
     pub default_fpir: f64,
+    /// Multi-finger probes: candidate subjects whose other fingers are
+    /// re-scored in round 2, the strongest after round 1 (0: all of them).
+    pub round2_subjects: usize,
 }
 
 impl Default for SearchConfig {
     fn default() -> SearchConfig {
-        SearchConfig { candidates_per_finger: 100, ef: 128, exact_below: 4096, max_candidates: 20, default_fpir: 0.01 }
+        SearchConfig {
+            candidates_per_finger: 100,
+            ef: 128,
+            exact_below: 4096,
+            max_candidates: 20,
+            default_fpir: 0.01,
+            round2_subjects: 64,
+        }
     }
 }
 
@@ -360,7 +370,9 @@ impl Searcher {
             subjects.iter().map(|s| (s.clone(), subject_templates(&snap, s))).collect();
         let mut extra: Vec<(usize, Src)> = Vec::new();
         if prepped.len() > 1 {
-            for s in &subjects {
+            let want = if q.max_candidates == 0 { self.cfg.max_candidates } else { q.max_candidates };
+            let keep = self.round2_subjects(&prepped, &subjects, &templates, &scored, want);
+            for s in &keep {
                 for (f, p) in prepped.iter().enumerate() {
                     let comp: Vec<Src> =
                         templates[s].iter().filter(|(_, g)| comparable(p.position, *g)).map(|x| x.0).collect();
@@ -593,6 +605,42 @@ impl Searcher {
             }
         }
         Ok(())
+    }
+
+    /// The subjects worth a second round: all when few, else the strongest
+    /// by round-1 evidence (the sum over fingers of the best ln FMR), at
+    /// least four times the candidates asked for. A subject left out keeps
+    /// the fingers round 1 scored; its fused score can only be lower than a
+    /// full round would give, so the FPIR can only fall.
+    fn round2_subjects(
+        &self,
+        prepped: &[Prepped],
+        subjects: &[Arc<str>],
+        templates: &HashMap<Arc<str>, Vec<(Src, FingerPosition)>>,
+        scored: &HashMap<(usize, Src), ScoreParts>,
+        want: usize,
+    ) -> Vec<Arc<str>> {
+        let limit = if self.cfg.round2_subjects == 0 { usize::MAX } else { self.cfg.round2_subjects.max(4 * want) };
+        if subjects.len() <= limit {
+            return subjects.to_vec();
+        }
+        let mut strength: Vec<(f64, &Arc<str>)> = subjects
+            .iter()
+            .map(|s| {
+                let mut ln = 0.0;
+                for f in 0..prepped.len() {
+                    let best = templates[s]
+                        .iter()
+                        .filter_map(|(src, _)| scored.get(&(f, *src)))
+                        .map(|p| self.model.ln_fmr(p.n_p, p.score()))
+                        .fold(0.0f64, f64::min);
+                    ln += best;
+                }
+                (ln, s)
+            })
+            .collect();
+        strength.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        strength.into_iter().take(limit).map(|(_, s)| Arc::clone(s)).collect()
     }
 
     fn fuse_subject(

@@ -12,8 +12,10 @@ use tonic::Status;
 /// Templates of a request and the SHA-256 of their bytes (for the audit trail).
 #[derive(Debug, Clone)]
 pub struct Parsed {
-    /// One per finger view, in request order.
+    /// One per finger view holding minutiae, in request order.
     pub fingers: Vec<Template>,
+    /// The request's view index of each of `fingers` (empty views are left out).
+    pub views: Vec<usize>,
     /// SHA-256 (hex) over every record's length and bytes.
     pub sha256: String,
     /// Time spent parsing.
@@ -43,6 +45,7 @@ pub fn parse_templates(records: &[pb::FingerTemplate], max_views: usize) -> Resu
     }
     let mut hash = Sha256::new();
     let mut fingers = Vec::new();
+    let (mut views, mut view) = (Vec::new(), 0usize);
     for (i, r) in records.iter().enumerate() {
         hash.update((r.data.len() as u64).to_le_bytes());
         hash.update(&r.data);
@@ -61,23 +64,29 @@ pub fn parse_templates(records: &[pb::FingerTemplate], max_views: usize) -> Resu
         if parsed.is_empty() {
             return Err(Status::invalid_argument(format!("template {i}: the record holds no finger views")));
         }
-        for (v, mut t) in parsed.into_iter().enumerate() {
+        for mut t in parsed {
             if r.finger_position != 0 {
                 t.finger_position = FingerPosition(r.finger_position as u8);
             }
-            if t.minutiae.is_empty() {
-                return Err(Status::invalid_argument(format!("template {i}, view {v}: no minutiae")));
+            // A view without minutiae (an unreadable or missing finger of a
+            // ten-print) carries no evidence: it is left out, not refused.
+            if !t.minutiae.is_empty() {
+                views.push(view);
+                fingers.push(t);
             }
-            fingers.push(t);
+            view += 1;
         }
-        if fingers.len() > max_views {
+        if view > max_views {
             return Err(Status::invalid_argument(format!(
                 "the request holds more than {max_views} finger views (template {i} passes the limit)"
             )));
         }
     }
+    if fingers.is_empty() {
+        return Err(Status::invalid_argument(format!("none of the {view} finger views holds a minutia")));
+    }
     let sha256 = super::auth::hex(&hash.finalize());
-    Ok(Parsed { fingers, sha256, took: t0.elapsed() })
+    Ok(Parsed { fingers, views, sha256, took: t0.elapsed() })
 }
 
 /// The pipeline's error as a status.

@@ -25,8 +25,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tonic::{Code, Request, Response, Status, Streaming};
 
-/// Finger views one probe may carry (ten fingers, plus re-takes).
-pub const MAX_PROBE_VIEWS: usize = 16;
+/// Finger views one probe may carry.
+pub const MAX_PROBE_VIEWS: usize = crate::search::MAX_FINGERS;
+
+/// Probe finger indices of a reply back to the request's view numbering.
+fn remap_views(r: &mut crate::search::Reply, views: &[usize]) {
+    for c in &mut r.candidates {
+        for f in &mut c.fingers {
+            f.probe_finger = views.get(f.probe_finger).copied().unwrap_or(f.probe_finger);
+        }
+    }
+}
 /// Candidates a request may ask for.
 pub const MAX_CANDIDATES: u32 = 1000;
 
@@ -202,7 +211,7 @@ impl Services {
             labels: r.label_filter.into_iter().collect(),
             deadline,
         };
-        let (reply, queued) = match self.run(deadline, wait, "Identify", move || searcher.identify(&q)).await {
+        let (mut reply, queued) = match self.run(deadline, wait, "Identify", move || searcher.identify(&q)).await {
             Ok((Ok(reply), queued)) => (reply, queued),
             Ok((Err(e), _)) => return (Err(convert::search_status(e)), sha),
             Err(s) => return (Err(s), sha),
@@ -219,6 +228,7 @@ impl Services {
             reply.comparisons,
         );
         self.st.identifications.fetch_add(1, Ordering::Relaxed);
+        remap_views(&mut reply, &parsed.views);
         let resp = convert::identify_response(reply, r.request_id, &self.st.model, queued, parsed.took, t0.elapsed());
         (Ok(resp), sha)
     }
@@ -394,7 +404,8 @@ impl Services {
         let out =
             self.run(deadline, false, "Verify", move || searcher.verify(&subject, &fingers, decision, deadline)).await;
         match out {
-            Ok((Ok(reply), queued)) => {
+            Ok((Ok(mut reply), queued)) => {
+                remap_views(&mut reply, &parsed.views);
                 (Ok(convert::verify_response(reply, &self.st.model, queued, parsed.took, t0.elapsed())), sha)
             }
             Ok((Err(e), _)) => (Err(convert::search_status(e)), sha),
