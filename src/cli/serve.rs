@@ -210,7 +210,7 @@ fn print_identify(name: &str, r: &pb::IdentifyResponse) {
 fn response_json(r: &pb::IdentifyResponse) -> serde_json::Value {
     serde_json::json!({
         "request_id": r.request_id,
-        "decision": if r.decision == pb::Decision::Hit as i32 { "hit" } else { "no_hit" },
+        "decision": whorl::server::convert::decision_name(r.decision),
         "threshold": r.operating_point.as_ref().map(|o| o.threshold),
         "backend": r.backend,
         "generation": r.gallery_generation,

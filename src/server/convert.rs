@@ -179,6 +179,11 @@ fn timings(r: &Reply, queue: Duration, parse: Duration, total: Duration) -> pb::
     }
 }
 
+/// `hit` or `no_hit`, for logs, the audit trail and JSON output.
+pub fn decision_name(d: i32) -> &'static str {
+    if d == pb::Decision::Hit as i32 { "hit" } else { "no_hit" }
+}
+
 fn decision(hit: bool) -> i32 {
     if hit { pb::Decision::Hit as i32 } else { pb::Decision::NoHit as i32 }
 }

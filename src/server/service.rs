@@ -298,7 +298,7 @@ impl pb::identification_server::Identification for Services {
         self.finish("Identify", t0, &who, &res, |e| {
             e.probe_sha256 = sha;
             if let Ok(r) = &res {
-                e.decision = Some(if r.decision == pb::Decision::Hit as i32 { "hit" } else { "no_hit" }.into());
+                e.decision = Some(convert::decision_name(r.decision).into());
                 e.candidates = Some(r.candidates.len());
             }
         });
@@ -336,8 +336,7 @@ impl pb::identification_server::Identification for Services {
                     me.finish("IdentifyStream", t1, &caller, &res, |e| {
                         e.probe_sha256 = sha;
                         if let Ok(r) = &res {
-                            e.decision =
-                                Some(if r.decision == pb::Decision::Hit as i32 { "hit" } else { "no_hit" }.into());
+                            e.decision = Some(convert::decision_name(r.decision).into());
                             e.candidates = Some(r.candidates.len());
                         }
                     });
@@ -372,7 +371,7 @@ impl pb::identification_server::Identification for Services {
             e.probe_sha256 = sha;
             e.subject = subject;
             if let Ok(r) = &res {
-                e.decision = Some(if r.decision == pb::Decision::Hit as i32 { "hit" } else { "no_hit" }.into());
+                e.decision = Some(convert::decision_name(r.decision).into());
             }
         });
         res.map(Response::new)
