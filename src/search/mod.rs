@@ -361,7 +361,7 @@ impl Searcher {
         let pairs: Vec<(usize, Src)> =
             lists.iter().enumerate().flat_map(|(f, l)| l.iter().map(move |s| (f, *s))).collect();
         self.rescore(&snap, &prepped, &pairs, &mut scored)?;
-        // Round 2: the other fingers of every candidate subject.
+        // Round 2: the other fingers of the strongest candidate subjects.
         let subjects: Vec<Arc<str>> = {
             let mut seen = HashSet::new();
             pairs.iter().map(|(_, s)| subject_of(&snap, *s)).filter(|s| seen.insert(s.clone())).collect()

@@ -19,6 +19,7 @@
 //! candidates_per_finger = 100
 //! ef = 128
 //! default_fpir = 0.01
+//! round2_subjects = 64                  # ten-prints: subjects whose other fingers are re-scored
 //!
 //! [backend]
 //! choice = "auto"                       # cpu | gpu | auto (WHORL_BACKEND overrides)
