@@ -245,7 +245,14 @@ impl Services {
             return Err(expired());
         }
         let e = &self.st.engine;
-        let permit = if wait { e.admit().await } else { e.try_admit() };
+        let permit = match (wait, deadline) {
+            (false, _) => e.try_admit(),
+            (true, None) => e.admit().await,
+            (true, Some(d)) => match tokio::time::timeout_at(tokio::time::Instant::from_std(d), e.admit()).await {
+                Ok(p) => p,
+                Err(_) => return Err(Status::deadline_exceeded("deadline exceeded while waiting for a search slot")),
+            },
+        };
         let Some(permit) = permit else {
             self.st.metrics.shed(method);
             return Err(Status::resource_exhausted(format!(
