@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// Search workers (searches running at once); 0: one per core.
     #[arg(long)]
     workers: Option<usize>,
+    /// Threads each search may use.
+    #[arg(long)]
+    threads_per_search: Option<usize>,
     /// Searches admitted at once (running or queued); more are shed.
     #[arg(long)]
     max_in_flight: Option<usize>,
@@ -68,6 +71,9 @@ impl ServeArgs {
         }
         if let Some(w) = self.workers {
             c.server.workers = w;
+        }
+        if let Some(t) = self.threads_per_search {
+            c.server.threads_per_search = t;
         }
         if let Some(m) = self.max_in_flight {
             c.server.max_in_flight = m;

@@ -5,7 +5,8 @@
 //! [server]
 //! listen = "127.0.0.1:50051"
 //! metrics_listen = "127.0.0.1:9108"     # Prometheus /metrics; omit to disable
-//! workers = 0                           # search threads; 0 = one per core
+//! workers = 0                           # searches at once; 0 = one per core
+//! threads_per_search = 1                # threads each search may use
 //! max_in_flight = 64                    # admitted searches (running + queued); more are shed
 //! max_message_bytes = 4194304           # larger requests: RESOURCE_EXHAUSTED
 //! shutdown_grace_s = 30                 # in-flight requests get this long to finish
@@ -75,6 +76,9 @@ pub struct ServerSection {
     pub metrics_listen: Option<SocketAddr>,
     /// Search worker threads (0: one per core).
     pub workers: usize,
+    /// Threads one search may use for its fingers, shards and candidates
+    /// (its own pool: more lowers one request's latency when few run at once).
+    pub threads_per_search: usize,
     /// Searches admitted at once (running and queued); more are shed.
     pub max_in_flight: usize,
     /// Largest request or reply message.
@@ -89,6 +93,7 @@ impl Default for ServerSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_listen: None,
             workers: 0,
+            threads_per_search: 1,
             max_in_flight: 64,
             max_message_bytes: 4 << 20,
             shutdown_grace_s: 30,
@@ -238,6 +243,9 @@ impl Config {
                 "gallery.path is not set (config file, --gallery or WHORL_GALLERY)".into(),
             ));
         }
+        if self.server.threads_per_search == 0 || self.server.threads_per_search > 256 {
+            return Err(ConfigError::Invalid("server.threads_per_search must be 1-256".into()));
+        }
         if self.server.max_in_flight == 0 {
             return Err(ConfigError::Invalid("server.max_in_flight must be at least 1".into()));
         }
@@ -326,5 +334,8 @@ mod tests {
         assert!(c.check().unwrap_err().to_string().contains("exactly one"));
         let c = Config::default();
         assert!(c.check().unwrap_err().to_string().contains("gallery.path"));
+        let mut c = Config { gallery: GallerySection { path: "g".into(), ..Default::default() }, ..Default::default() };
+        c.server.threads_per_search = 0;
+        assert!(c.check().unwrap_err().to_string().contains("threads_per_search"));
     }
 }

@@ -175,8 +175,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let (audit, audit_thread) = audit::Audit::open(cfg.audit.path.as_deref())
         .map_err(|e| ServeError::Io(format!("audit log {:?}: {e}", cfg.audit.path)))?;
     let workers = cfg.workers();
-    let engine =
-        engine::Engine::new(workers, 1, cfg.server.max_in_flight).map_err(|e| ServeError::Io(e.to_string()))?;
+    let engine = engine::Engine::new(workers, cfg.server.threads_per_search, cfg.server.max_in_flight)
+        .map_err(|e| ServeError::Io(e.to_string()))?;
     let metrics = Arc::new(metrics::Metrics::new());
     let (health, health_service) = tonic_health::server::health_reporter();
     for s in SERVICES {
