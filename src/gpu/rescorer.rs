@@ -108,22 +108,18 @@ impl GpuRescorer {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("rescore"),
-            layout: Some(&pl),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions::default(),
-            cache: None,
-        });
-        let counts_pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("pair_counts"),
-            layout: Some(&pl),
-            module: &counts_module,
-            entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions::default(),
-            cache: None,
-        });
+        let compute = |label: &str, module: &wgpu::ShaderModule| {
+            d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(label),
+                layout: Some(&pl),
+                module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions::default(),
+                cache: None,
+            })
+        };
+        let pipeline = compute("rescore", &module);
+        let counts_pipeline = compute("pair_counts", &counts_module);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(RescoreError::Gpu(format!("pipeline: {e}")));
         }

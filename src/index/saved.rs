@@ -44,6 +44,18 @@ pub fn save(graph: &Graph, dir: &Path, name: &str, mut meta: IndexMeta) -> Resul
     Ok(meta)
 }
 
+/// An index built with embedding `built` over vectors of checksum
+/// `built_crc` is stale unless both match the vectors it is loaded for.
+fn built_over(built: &EmbeddingId, built_crc: u32, emb: &EmbeddingId, crc: u32) -> Result<(), IndexError> {
+    if built != emb {
+        return Err(IndexError::Stale(format!("built with {built}, vectors are {emb}")));
+    }
+    if built_crc != crc {
+        return Err(IndexError::Stale(format!("built over vectors with CRC32C {built_crc:08x}, these have {crc:08x}")));
+    }
+    Ok(())
+}
+
 /// Loads index `name` from `dir`. With `expect`, the embedding and the
 /// vectors' checksum must match, else the index is stale.
 pub fn load(
@@ -60,15 +72,7 @@ pub fn load(
         return Err(IndexError::Stale(format!("{}: metadata format {}", path.display(), meta.format)));
     }
     if let Some((emb, crc)) = expect {
-        if meta.embedding != *emb {
-            return Err(IndexError::Stale(format!("built with {}, vectors are {emb}", meta.embedding)));
-        }
-        if meta.vectors_crc32c != crc {
-            return Err(IndexError::Stale(format!(
-                "built over vectors with CRC32C {:08x}, these have {crc:08x}",
-                meta.vectors_crc32c
-            )));
-        }
+        built_over(&meta.embedding, meta.vectors_crc32c, emb, crc)?;
     }
     let graph = Graph::load(dir, &meta.hnsw_base, mmap)?;
     if graph.len() != meta.count {
@@ -157,15 +161,7 @@ pub fn load_set(
 ) -> Result<(Vec<(u8, Graph)>, SetMeta), IndexError> {
     let meta = read_set_meta(dir, name)?;
     let (emb, crc, counts) = expect;
-    if meta.embedding != *emb {
-        return Err(IndexError::Stale(format!("built with {}, vectors are {emb}", meta.embedding)));
-    }
-    if meta.vectors_crc32c != crc {
-        return Err(IndexError::Stale(format!(
-            "built over vectors with CRC32C {:08x}, these have {crc:08x}",
-            meta.vectors_crc32c
-        )));
-    }
+    built_over(&meta.embedding, meta.vectors_crc32c, emb, crc)?;
     let listed: Vec<(u8, usize)> = meta.partitions.iter().map(|p| (p.position, p.count)).collect();
     if listed != counts {
         return Err(IndexError::Stale(format!("partitions {listed:?} do not match the shard's {counts:?}")));

@@ -91,12 +91,10 @@ impl State {
         let (Some(gpu), Some(s)) = (self.gpu.get(), self.searcher.get()) else { return };
         let snap = s.gallery().snapshot();
         let live: HashSet<u64> = snap.shards.iter().map(|x| x.key).collect();
-        for k in gpu.resident_keys() {
-            if !live.contains(&k) {
-                gpu.evict(k);
-            }
-        }
         let have: HashSet<u64> = gpu.resident_keys().into_iter().collect();
+        for k in have.difference(&live) {
+            gpu.evict(*k);
+        }
         for ls in snap.shards.iter().filter(|x| !have.contains(&x.key)) {
             let (words, offsets) = ls.shard.prepared_words();
             match gpu.make_resident(ls.key, words, offsets) {
@@ -436,6 +434,35 @@ impl Services {
     }
 }
 
+impl Services {
+    /// LoadShard and UnloadShard: the gallery change off the async threads,
+    /// then the GPU's resident shards brought in line, metrics and audit.
+    async fn change_shard<T: Send + 'static>(
+        &self,
+        method: &str,
+        req: Request<T>,
+        op: fn(&T, &Gallery) -> Result<crate::gallery::ShardEntry, GalleryError>,
+        status: &'static str,
+    ) -> Result<Response<pb::Shard>, Status> {
+        let t0 = Instant::now();
+        let (res, who) = match self.who(&req, Role::Admin) {
+            Err((s, who)) => (Err(s), who),
+            Ok(c) => {
+                let r = req.into_inner();
+                let res = self.blocking(move |g| op(&r, g)).await.map(|e| shard_msg(&e, status, String::new()));
+                if res.is_ok() {
+                    let st = Arc::clone(&self.st);
+                    let _ = tokio::task::spawn_blocking(move || st.sync_resident()).await;
+                }
+                (res, c.describe())
+            }
+        };
+        self.finish(method, t0, &who, &res, |e| e.subject = res.as_ref().ok().map(|s| s.name.clone()));
+        self.st.refresh_gallery_metrics();
+        res.map(Response::new)
+    }
+}
+
 fn shard_msg(e: &crate::gallery::ShardEntry, status: &str, error: String) -> pb::Shard {
     pb::Shard {
         name: e.name.clone(),
@@ -564,46 +591,11 @@ impl pb::gallery_server::Gallery for Services {
     }
 
     async fn load_shard(&self, req: Request<pb::LoadShardRequest>) -> Result<Response<pb::Shard>, Status> {
-        let t0 = Instant::now();
-        let (res, who) = match self.who(&req, Role::Admin) {
-            Err((s, who)) => (Err(s), who),
-            Ok(c) => {
-                let file = req.into_inner().file;
-                let res = self
-                    .blocking(move |g| g.attach_shard(&file))
-                    .await
-                    .map(|e| shard_msg(&e, "serving", String::new()));
-                if res.is_ok() {
-                    let st = Arc::clone(&self.st);
-                    let _ = tokio::task::spawn_blocking(move || st.sync_resident()).await;
-                }
-                (res, c.describe())
-            }
-        };
-        self.finish("LoadShard", t0, &who, &res, |e| e.subject = res.as_ref().ok().map(|s| s.name.clone()));
-        self.st.refresh_gallery_metrics();
-        res.map(Response::new)
+        self.change_shard("LoadShard", req, |r, g| g.attach_shard(&r.file), "serving").await
     }
 
     async fn unload_shard(&self, req: Request<pb::UnloadShardRequest>) -> Result<Response<pb::Shard>, Status> {
-        let t0 = Instant::now();
-        let (res, who) = match self.who(&req, Role::Admin) {
-            Err((s, who)) => (Err(s), who),
-            Ok(c) => {
-                let name = req.into_inner().name;
-                let res = self
-                    .blocking(move |g| g.detach_shard(&name))
-                    .await
-                    .map(|e| shard_msg(&e, "unloaded", String::new()));
-                if res.is_ok() {
-                    self.st.sync_resident();
-                }
-                (res, c.describe())
-            }
-        };
-        self.finish("UnloadShard", t0, &who, &res, |e| e.subject = res.as_ref().ok().map(|s| s.name.clone()));
-        self.st.refresh_gallery_metrics();
-        res.map(Response::new)
+        self.change_shard("UnloadShard", req, |r, g| g.detach_shard(&r.name), "unloaded").await
     }
 
     async fn stats(&self, req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
