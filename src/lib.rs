@@ -13,14 +13,17 @@
 #[cfg(target_endian = "big")]
 compile_error!("whorl reads little-endian data in place and does not support big-endian targets");
 
+pub mod cluster;
 pub mod data;
 pub mod embed;
 pub mod eval;
 pub mod fsutil;
 pub mod gallery;
 pub mod gpu;
+pub mod groups;
 pub mod index;
 pub mod mcc;
+pub mod notify;
 pub mod plot;
 pub mod rescore;
 pub mod search;

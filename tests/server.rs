@@ -137,6 +137,7 @@ async fn mates_found_ten_prints_beat_one_enrol_and_delete_take_effect() {
             subject_id: "new-subject".into(),
             templates: t0.iter().map(|t| client::finger(iso(t))).collect(),
             labels: [("list".to_string(), "watch".to_string())].into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -148,7 +149,11 @@ async fn mates_found_ten_prints_beat_one_enrol_and_delete_take_effect() {
     assert!(r.candidates[0].fingers.iter().all(|f| f.source == "delta"));
     let s = admin
         .gallery
-        .get_subject(pb::GetSubjectRequest { subject_id: "new-subject".into(), include_templates: true })
+        .get_subject(pb::GetSubjectRequest {
+            subject_id: "new-subject".into(),
+            include_templates: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -167,6 +172,7 @@ async fn mates_found_ten_prints_beat_one_enrol_and_delete_take_effect() {
             subject_id: Subjects::id(7),
             probe: Some(probe_of(&pop.templates(7, 1))),
             decision: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -178,6 +184,7 @@ async fn mates_found_ten_prints_beat_one_enrol_and_delete_take_effect() {
             subject_id: Subjects::id(8),
             probe: Some(probe_of(&pop.templates(7, 1))),
             decision: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -185,17 +192,21 @@ async fn mates_found_ten_prints_beat_one_enrol_and_delete_take_effect() {
     assert_eq!(v.decision, pb::Decision::NoHit as i32);
 
     // Delete: gone at once, and NOT_FOUND the second time.
-    admin.gallery.delete(pb::DeleteRequest { subject_id: "new-subject".into() }).await.unwrap();
+    admin.gallery.delete(pb::DeleteRequest { subject_id: "new-subject".into(), ..Default::default() }).await.unwrap();
     let r = identify(&mut c, &pop.templates(newcomer, 1)).await.unwrap();
     assert!(r.candidates.iter().all(|x| x.subject_id != "new-subject"));
-    let e = admin.gallery.delete(pb::DeleteRequest { subject_id: "new-subject".into() }).await.unwrap_err();
+    let e = admin
+        .gallery
+        .delete(pb::DeleteRequest { subject_id: "new-subject".into(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     let mate = Subjects::id(11);
-    admin.gallery.delete(pb::DeleteRequest { subject_id: mate.clone() }).await.unwrap();
+    admin.gallery.delete(pb::DeleteRequest { subject_id: mate.clone(), ..Default::default() }).await.unwrap();
     let r = identify(&mut c, &pop.templates(11, 1)).await.unwrap();
     assert!(r.candidates.iter().all(|x| x.subject_id != mate), "a deleted shard subject is never returned");
 
-    let stats = c.gallery.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let stats = c.gallery.stats(pb::StatsRequest { ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(stats.subjects, SUBJECTS - 1);
     assert_eq!(stats.tombstones, 2);
     assert!(stats.identifications >= 2 * n as u64);
@@ -319,13 +330,18 @@ async fn bad_input_tokens_roles_and_deadlines_get_their_codes() {
             subject_id: "x".into(),
             templates: vec![client::finger(good.clone())],
             labels: Default::default(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     let e = c
         .gallery
-        .get_subject(pb::GetSubjectRequest { subject_id: Subjects::id(1), include_templates: false })
+        .get_subject(pb::GetSubjectRequest {
+            subject_id: Subjects::id(1),
+            include_templates: false,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -337,17 +353,26 @@ async fn bad_input_tokens_roles_and_deadlines_get_their_codes() {
             subject_id: "nobody".into(),
             probe: Some(client::probe(vec![good.clone()])),
             decision: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     let e = admin
         .gallery
-        .get_subject(pb::GetSubjectRequest { subject_id: "nobody".into(), include_templates: false })
+        .get_subject(pb::GetSubjectRequest {
+            subject_id: "nobody".into(),
+            include_templates: false,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    let e = admin.gallery.unload_shard(pb::UnloadShardRequest { name: "shard-9999".into() }).await.unwrap_err();
+    let e = admin
+        .gallery
+        .unload_shard(pb::UnloadShardRequest { name: "shard-9999".into(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     // Enrolment input.
     let e = admin
@@ -356,6 +381,7 @@ async fn bad_input_tokens_roles_and_deadlines_get_their_codes() {
             subject_id: String::new(),
             templates: vec![client::finger(good.clone())],
             labels: Default::default(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -366,12 +392,17 @@ async fn bad_input_tokens_roles_and_deadlines_get_their_codes() {
             subject_id: "y".into(),
             templates: vec![client::finger(vec![1, 2, 3])],
             labels: Default::default(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("template 0"));
-    let e = admin.gallery.load_shard(pb::LoadShardRequest { file: "../etc/passwd".into() }).await.unwrap_err();
+    let e = admin
+        .gallery
+        .load_shard(pb::LoadShardRequest { file: "../etc/passwd".into(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     server.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -424,7 +455,7 @@ async fn overload_is_shed_while_admitted_requests_complete() {
     }
     eprintln!("burst: {ok} answered, {shed} shed");
     assert!(ok >= 3 && shed >= 1, "{ok} answered, {shed} shed");
-    let stats = c.gallery.clone().stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let stats = c.gallery.clone().stats(pb::StatsRequest { ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(stats.shed, shed + 1);
     assert_eq!(stats.in_flight, 0);
 
@@ -484,12 +515,12 @@ async fn a_shard_unloaded_mid_stream_leaves_every_reply_consistent() {
         if got.len() == 15 {
             let s = admin
                 .gallery
-                .unload_shard(pb::UnloadShardRequest { name: "shard-0001".into() })
+                .unload_shard(pb::UnloadShardRequest { name: "shard-0001".into(), ..Default::default() })
                 .await
                 .unwrap()
                 .into_inner();
             assert_eq!(s.status, "unloaded");
-            let st = admin.gallery.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+            let st = admin.gallery.stats(pb::StatsRequest { ..Default::default() }).await.unwrap().into_inner();
             unload_generation = Some(st.generation);
         }
     }
@@ -519,12 +550,16 @@ async fn a_shard_unloaded_mid_stream_leaves_every_reply_consistent() {
     }
     assert!(before >= 10 && after >= 10, "{before} before, {after} after");
     // Load it back: found again.
-    let s =
-        admin.gallery.load_shard(pb::LoadShardRequest { file: "shard-0001.whorl".into() }).await.unwrap().into_inner();
+    let s = admin
+        .gallery
+        .load_shard(pb::LoadShardRequest { file: "shard-0001.whorl".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(s.status, "serving");
     let r = identify(&mut c.clone(), &pop.templates(second[0], 1)).await.unwrap();
     assert_eq!(r.candidates[0].subject_id, Subjects::id(second[0]));
-    let shards = admin.gallery.list_shards(pb::ListShardsRequest {}).await.unwrap().into_inner();
+    let shards = admin.gallery.list_shards(pb::ListShardsRequest { ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(shards.shards.len(), 2);
     server.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);

@@ -135,13 +135,14 @@ pub fn run(a: DemoArgs) -> Result<()> {
                         subject_id: subject.clone(),
                         templates: vec![client::finger(bytes.clone())],
                         labels: [("source".to_string(), "fvc2002".to_string())].into(),
+                        ..Default::default()
                     })
                     .await
                     .map_err(|e| anyhow!("enrolling {subject}: {}", e.message()))?;
             }
             println!("enrolled {} FVC2002 fingers (impression 1) over gRPC", enrol.len());
         }
-        let stats = c.gallery.stats(pb::StatsRequest {}).await?.into_inner();
+        let stats = c.gallery.stats(pb::StatsRequest::default()).await?.into_inner();
         println!(
             "gallery: {} subjects, {} templates, {} shard(s); backend {}",
             stats.subjects, stats.templates, stats.shards, stats.backend

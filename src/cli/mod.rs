@@ -4,6 +4,7 @@
 mod bench_rescore;
 mod calibrate;
 mod candidates;
+mod cluster;
 mod demo;
 mod embed;
 mod eval;
@@ -61,6 +62,11 @@ enum Command {
     EvalCandidates(candidates::CandidatesArgs),
     /// Fit the impostor model (FMR against score) the decision threshold uses.
     CalibrateImpostors(calibrate::CalibrateArgs),
+    /// Operate a cluster: create it, look at it, move groups, add galleries.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
+    /// Size a cluster for a gallery and a search rate, from measured per-node figures.
+    Capacity(cluster::CapacityArgs),
     /// Run the main job on a built-in synthetic gallery.
     Demo(demo::DemoArgs),
     /// Serve a gallery over gRPC.
@@ -104,6 +110,8 @@ pub fn main() -> ExitCode {
         Command::BenchRescore(args) => bench_rescore::run(args),
         Command::CalibrateImpostors(args) => calibrate::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Cluster(cmd) => cluster::cluster(cmd),
+        Command::Capacity(args) => cluster::capacity(args),
         Command::Serve(args) => serve::serve(args),
         Command::Identify(args) => serve::identify(args),
         Command::VerifySubject(args) => serve::verify(args),

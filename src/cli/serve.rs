@@ -86,6 +86,24 @@ impl ServeArgs {
     }
 }
 
+/// `whorl serve` with a `[cluster]` section: a cluster node.
+fn serve_node(cfg: Config) -> Result<()> {
+    let grace = Duration::from_secs(cfg.server.shutdown_grace_s);
+    runtime()?.block_on(async move {
+        let running = whorl::cluster::node::run::start(cfg).await?;
+        eprintln!(
+            "whorl: cluster node {} serving its node service on {}{}; SIGTERM or Ctrl-C stops",
+            running.node.id(),
+            running.addr,
+            running.metrics_addr.map(|m| format!(", metrics on http://{m}/metrics")).unwrap_or_default()
+        );
+        stop_signal().await;
+        eprintln!("whorl: stopping (resigning primaries, draining)");
+        running.shutdown(grace).await?;
+        Ok(())
+    })
+}
+
 /// Resolves when SIGTERM or Ctrl-C arrives.
 pub async fn stop_signal() {
     #[cfg(unix)]
@@ -110,6 +128,9 @@ pub async fn stop_signal() {
 
 pub fn serve(a: ServeArgs) -> Result<()> {
     let cfg = a.config()?;
+    if cfg.cluster.is_some() {
+        return serve_node(cfg);
+    }
     runtime()?.block_on(async move {
         let running = whorl::server::start(cfg).await?;
         eprintln!(
@@ -281,6 +302,7 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
                 subject_id: a.subject.clone(),
                 probe: Some(client::probe(read_records(&a.files)?)),
                 decision: a.fmr.map(pb::verify_request::Decision::TargetFmr),
+                ..Default::default()
             })
             .await
             .map_err(status)?
@@ -319,7 +341,7 @@ pub fn enroll(a: EnrollArgs) -> Result<()> {
         let templates = read_records(&a.files)?.into_iter().map(client::finger).collect();
         let r = c
             .gallery
-            .enroll(pb::EnrollRequest { subject_id: a.subject.clone(), templates, labels })
+            .enroll(pb::EnrollRequest { subject_id: a.subject.clone(), templates, labels, ..Default::default() })
             .await
             .map_err(status)?
             .into_inner();
@@ -340,7 +362,11 @@ pub struct DeleteArgs {
 pub fn delete(a: DeleteArgs) -> Result<()> {
     runtime()?.block_on(async move {
         let mut c = a.conn.connect().await?;
-        let r = c.gallery.delete(pb::DeleteRequest { subject_id: a.subject.clone() }).await.map_err(status)?;
+        let r = c
+            .gallery
+            .delete(pb::DeleteRequest { subject_id: a.subject.clone(), ..Default::default() })
+            .await
+            .map_err(status)?;
         println!("deleted {}, log sequence {}", a.subject, r.into_inner().sequence);
         Ok(())
     })
@@ -384,22 +410,32 @@ pub fn shards(a: ShardsArgs) -> Result<()> {
         let header = "| shard | file | templates | subjects | MiB | status |\n|---|---|---|---|---|---|";
         match a.cmd.unwrap_or(ShardsCmd::List) {
             ShardsCmd::List => {
-                let r = c.gallery.list_shards(pb::ListShardsRequest {}).await.map_err(status)?.into_inner();
+                let r = c.gallery.list_shards(pb::ListShardsRequest::default()).await.map_err(status)?.into_inner();
                 println!("{header}");
                 r.shards.iter().for_each(print);
             }
             ShardsCmd::Load { file } => {
-                let s = c.gallery.load_shard(pb::LoadShardRequest { file }).await.map_err(status)?.into_inner();
+                let s = c
+                    .gallery
+                    .load_shard(pb::LoadShardRequest { file, ..Default::default() })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
                 println!("{header}");
                 print(&s);
             }
             ShardsCmd::Unload { name } => {
-                let s = c.gallery.unload_shard(pb::UnloadShardRequest { name }).await.map_err(status)?.into_inner();
+                let s = c
+                    .gallery
+                    .unload_shard(pb::UnloadShardRequest { name, ..Default::default() })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
                 println!("{header}");
                 print(&s);
             }
             ShardsCmd::Stats => {
-                let s = c.gallery.stats(pb::StatsRequest {}).await.map_err(status)?.into_inner();
+                let s = c.gallery.stats(pb::StatsRequest::default()).await.map_err(status)?.into_inner();
                 println!("{s:#?}");
             }
         }

@@ -23,6 +23,7 @@ mod build;
 pub mod delta;
 mod loaded;
 pub mod manifest;
+pub mod replica;
 pub mod wal;
 mod write;
 
@@ -131,6 +132,25 @@ impl Snapshot {
             })
             .sum();
         shards + self.delta.live().count()
+    }
+
+    /// Subjects visible (in shards and not deleted, or enrolled since).
+    pub fn subjects(&self) -> u64 {
+        let mut n: u64 = 0;
+        for s in &self.shards {
+            n += s.by_subject.len() as u64;
+            n -= self.delta.tombstones.keys().filter(|t| s.by_subject.contains_key(*t)).count() as u64;
+        }
+        let delta: std::collections::HashSet<&str> = self.delta.live().map(|e| &*e.subject).collect();
+        // A delta subject counts unless its shard templates are visible too
+        // (deleted and enrolled again: the shard copy is hidden).
+        n += delta
+            .iter()
+            .filter(|s| {
+                self.delta.hides_shard_subject(s) || !self.shards.iter().any(|x| x.by_subject.contains_key(**s))
+            })
+            .count() as u64;
+        n
     }
 }
 

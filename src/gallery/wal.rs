@@ -90,6 +90,14 @@ pub enum WalError {
         /// What is wrong.
         what: String,
     },
+    /// A replicated record out of sequence.
+    #[error("record {got} out of sequence: the log expects {expected}")]
+    Sequence {
+        /// The next sequence number the log expects.
+        expected: u64,
+        /// The one offered.
+        got: u64,
+    },
     /// A record too large to log.
     #[error("record of {0} bytes exceeds the {MAX_RECORD}-byte limit")]
     TooLarge(usize),
@@ -110,6 +118,8 @@ struct Inner {
     written: u64,
     durable: u64,
     syncing: bool,
+    /// The last record in the file: its sequence number and CRC.
+    last: Option<(u64, u32)>,
 }
 
 /// An open write-ahead log.
@@ -153,7 +163,8 @@ impl Wal {
         }
         file.seek(SeekFrom::Start(good_end)).map_err(|e| io(&path, e))?;
         let next_seq = replay.records.last().map(|r| r.seq + 1).unwrap_or(1);
-        let inner = Inner { file, next_seq, written: good_end, durable: good_end, syncing: false };
+        let last = parse_raw(&path, &bytes[..good_end as usize])?.last().map(|(s, p)| (*s, crc32c::crc32c(p)));
+        let inner = Inner { file, next_seq, written: good_end, durable: good_end, syncing: false, last };
         Ok((Wal { path, mode, inner: Mutex::new(inner), synced: Condvar::new() }, replay))
     }
 
@@ -187,16 +198,74 @@ impl Wal {
 
     /// Appends `op` and returns its record once durable.
     pub fn append(&self, op: Op) -> Result<Record, WalError> {
+        self.append_encoded(op).map(|(r, _)| r)
+    }
+
+    /// Appends `op` and returns its record and the record's bytes as
+    /// logged (what replicas log in turn) once durable.
+    pub fn append_encoded(&self, op: Op) -> Result<(Record, Vec<u8>), WalError> {
         let poisoned = |_| io(&self.path, "log lock poisoned by a panic");
-        let mut g = self.inner.lock().map_err(poisoned)?;
+        let g = self.inner.lock().map_err(poisoned)?;
         let record = Record { seq: g.next_seq, op };
         let payload = serde_json::to_vec(&record).map_err(|e| io(&self.path, e))?;
+        self.write_payload(g, &payload)?;
+        Ok((record, payload))
+    }
+
+    /// Appends a record another log gave sequence number `seq` (a replica
+    /// following its primary), once durable. `seq` must be the next one.
+    pub fn append_payload(&self, seq: u64, payload: &[u8]) -> Result<(), WalError> {
+        let g = self.inner.lock().map_err(|_| io(&self.path, "log lock poisoned by a panic"))?;
+        if seq != g.next_seq {
+            return Err(WalError::Sequence { expected: g.next_seq, got: seq });
+        }
+        self.write_payload(g, payload)
+    }
+
+    /// The records after `after`, as logged: (sequence, bytes). `None` when
+    /// the log no longer holds every one of them (compacted past `after`).
+    pub fn read_after(&self, after: u64) -> Result<Option<Vec<(u64, Vec<u8>)>>, WalError> {
+        let (written, next) = {
+            let g = self.inner.lock().map_err(|_| io(&self.path, "log lock poisoned by a panic"))?;
+            (g.written, g.next_seq)
+        };
+        let mut f = File::open(&self.path).map_err(|e| io(&self.path, e))?;
+        let mut bytes = vec![0u8; written as usize];
+        f.read_exact(&mut bytes).map_err(|e| io(&self.path, e))?;
+        let raw = parse_raw(&self.path, &bytes)?;
+        let complete = match raw.first() {
+            Some((first, _)) => *first <= after + 1,
+            None => after + 1 >= next,
+        };
+        Ok(complete.then(|| raw.into_iter().filter(|(s, _)| *s > after).collect()))
+    }
+
+    /// Bytes written and the last sequence number given, read together.
+    pub fn position(&self) -> (u64, u64) {
+        self.inner.lock().map(|g| (g.written, g.next_seq.saturating_sub(1))).unwrap_or((0, 0))
+    }
+
+    /// The last record logged: its sequence number and the CRC32C of its
+    /// bytes; `None` when the log holds none.
+    pub fn last(&self) -> Result<Option<(u64, u32)>, WalError> {
+        let g = self.inner.lock().map_err(|_| io(&self.path, "log lock poisoned by a panic"))?;
+        Ok(g.last)
+    }
+
+    /// The CRC32C of record `seq`'s bytes, if the log holds it.
+    pub fn crc_of(&self, seq: u64) -> Result<Option<u32>, WalError> {
+        let raw = self.read_after(seq.saturating_sub(1))?.unwrap_or_default();
+        Ok(raw.iter().find(|(s, _)| *s == seq).map(|(_, p)| crc32c::crc32c(p)))
+    }
+
+    fn write_payload<'a>(&'a self, mut g: std::sync::MutexGuard<'a, Inner>, payload: &[u8]) -> Result<(), WalError> {
+        let poisoned = |_| io(&self.path, "log lock poisoned by a panic");
         let len =
             u32::try_from(payload.len()).ok().filter(|&l| l <= MAX_RECORD).ok_or(WalError::TooLarge(payload.len()))?;
         let mut frame = Vec::with_capacity(8 + payload.len());
         frame.extend_from_slice(&len.to_le_bytes());
-        frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-        frame.extend_from_slice(&payload);
+        frame.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        frame.extend_from_slice(payload);
         if let Err(e) = g.file.write_all(&frame) {
             // Leave no partial record behind for later appends to follow.
             let at = g.written;
@@ -205,6 +274,7 @@ impl Wal {
             return Err(io(&self.path, e));
         }
         g.written += frame.len() as u64;
+        g.last = Some((g.next_seq, crc32c::crc32c(payload)));
         g.next_seq += 1;
         let mine = g.written;
         match self.mode {
@@ -235,30 +305,70 @@ impl Wal {
                 result?;
             },
         }
-        Ok(record)
+        Ok(())
     }
 
     /// Replaces the log's content with `keep` (after compaction folded the
     /// other records into shards), atomically.
     pub fn rewrite(&self, keep: &[Record]) -> Result<(), WalError> {
+        let raw = keep
+            .iter()
+            .map(|r| serde_json::to_vec(r).map(|p| (r.seq, p)).map_err(|e| io(&self.path, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.rewrite_raw(&raw)
+    }
+
+    /// Empties the log but for its last record (after compaction folded
+    /// them all into shards): replay skips it, and a replica catching up
+    /// can still check its own last record against it.
+    pub fn rewrite_keeping_last(&self) -> Result<(), WalError> {
+        let all = self.read_after(0)?.unwrap_or_default();
+        self.rewrite_raw(&all[all.len().saturating_sub(1)..])
+    }
+
+    fn rewrite_raw(&self, keep: &[(u64, Vec<u8>)]) -> Result<(), WalError> {
         let mut g = self.inner.lock().map_err(|_| io(&self.path, "log lock poisoned"))?;
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&1u32.to_le_bytes());
         bytes.extend_from_slice(&0u32.to_le_bytes());
-        for r in keep {
-            let payload = serde_json::to_vec(r).map_err(|e| io(&self.path, e))?;
+        for (_, payload) in keep {
             bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-            bytes.extend_from_slice(&payload);
+            bytes.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+            bytes.extend_from_slice(payload);
         }
         crate::fsutil::write_atomic(&self.path, &bytes).map_err(|e| io(&self.path, e))?;
         let mut file = OpenOptions::new().read(true).write(true).open(&self.path).map_err(|e| io(&self.path, e))?;
         file.seek(SeekFrom::End(0)).map_err(|e| io(&self.path, e))?;
         g.file = file;
         g.written = bytes.len() as u64;
+        g.last = keep.last().map(|(s, p)| (*s, crc32c::crc32c(p)));
         g.durable = g.written;
         Ok(())
     }
+}
+
+/// The complete records of a log's bytes, as logged: (sequence, bytes).
+fn parse_raw(path: &Path, b: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, WalError> {
+    #[derive(Deserialize)]
+    struct SeqOnly {
+        seq: u64,
+    }
+    let corrupt = |offset: u64, what: String| WalError::Corrupt { file: path.display().to_string(), offset, what };
+    let mut out = Vec::new();
+    let mut at = HEADER as usize;
+    while at + 8 <= b.len() {
+        let len = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
+        let crc = u32::from_le_bytes([b[at + 4], b[at + 5], b[at + 6], b[at + 7]]);
+        let end = at + 8 + len;
+        if end > b.len() || crc32c::crc32c(&b[at + 8..end]) != crc {
+            break;
+        }
+        let payload = b[at + 8..end].to_vec();
+        let s: SeqOnly = serde_json::from_slice(&payload).map_err(|e| corrupt(at as u64, e.to_string()))?;
+        out.push((s.seq, payload));
+        at = end;
+    }
+    Ok(out)
 }
 
 /// Parses a log's bytes (see the module doc for what counts as a torn tail).

@@ -4,7 +4,7 @@
 use super::delta::{Delta, DeltaEntry};
 use super::loaded::{self, LoadedShard};
 use super::manifest::ShardEntry;
-use super::wal::{Op, Record};
+use super::wal::Op;
 use super::{Gallery, GalleryError, Snapshot, lock_err};
 use crate::embed::Embedder;
 use crate::mcc::Matcher;
@@ -100,6 +100,17 @@ impl Gallery {
         labels: Vec<(String, String)>,
         templates: Vec<Template>,
     ) -> Result<u64, GalleryError> {
+        self.enroll_logged(subject, labels, templates).map(|(seq, _)| seq)
+    }
+
+    /// [`Gallery::enroll`], also returning the record as logged (what a
+    /// primary sends its replicas).
+    pub fn enroll_logged(
+        &self,
+        subject: &str,
+        labels: Vec<(String, String)>,
+        templates: Vec<Template>,
+    ) -> Result<(u64, Vec<u8>), GalleryError> {
         valid_text("subject id", subject)?;
         for (k, v) in &labels {
             valid_text("label key", k)?;
@@ -120,7 +131,7 @@ impl Gallery {
         let entries: Vec<DeltaEntry> =
             templates.iter().map(|t| entry(&self.embedder, &self.matcher, 0, &arc, &larc, t.clone())).collect();
         let _m = self.maintenance.read().map_err(lock_err)?;
-        let rec = self.wal.append(Op::Enroll { subject: subject.to_string(), labels, templates })?;
+        let (rec, payload) = self.wal.append_encoded(Op::Enroll { subject: subject.to_string(), labels, templates })?;
         self.publish(|s| {
             let mut delta = (*s.delta).clone();
             for mut e in entries {
@@ -129,24 +140,29 @@ impl Gallery {
             }
             Snapshot { generation: s.generation + 1, shards: s.shards.clone(), delta: Arc::new(delta) }
         })?;
-        Ok(rec.seq)
+        Ok((rec.seq, payload))
     }
 
     /// Deletes a subject (a tombstone until the next compaction); returns
     /// the log sequence number once durable.
     pub fn delete(&self, subject: &str) -> Result<u64, GalleryError> {
+        self.delete_logged(subject).map(|(seq, _)| seq)
+    }
+
+    /// [`Gallery::delete`], also returning the record as logged.
+    pub fn delete_logged(&self, subject: &str) -> Result<(u64, Vec<u8>), GalleryError> {
         valid_text("subject id", subject)?;
         if self.subject(subject).is_none() {
             return Err(GalleryError::NotFound(format!("subject '{subject}'")));
         }
         let _m = self.maintenance.read().map_err(lock_err)?;
-        let rec = self.wal.append(Op::Delete { subject: subject.to_string() })?;
+        let (rec, payload) = self.wal.append_encoded(Op::Delete { subject: subject.to_string() })?;
         self.publish(|s| {
             let mut delta = (*s.delta).clone();
             let _ = apply(&mut delta, &self.embedder, &self.matcher, rec.seq, rec.op.clone());
             Snapshot { generation: s.generation + 1, shards: s.shards.clone(), delta: Arc::new(delta) }
         })?;
-        Ok(rec.seq)
+        Ok((rec.seq, payload))
     }
 
     /// The visible templates and labels of `subject`, if any.
@@ -327,8 +343,9 @@ impl Gallery {
         next.store(&self.dir)?;
         *m = next;
         // Records up to applied_seq are now in shards; replay skips them even
-        // if the log is not emptied before a crash.
-        self.wal.rewrite(&[] as &[Record])?;
+        // if the log is not emptied before a crash. The last one stays, for
+        // replicas to check theirs against (crate::gallery::replica).
+        self.wal.rewrite_keeping_last()?;
         self.publish(|s| Snapshot {
             generation: s.generation + 1,
             shards: new_loaded.clone(),

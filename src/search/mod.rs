@@ -16,25 +16,35 @@
 //!   → decide against the threshold a target FPIR gives for this gallery
 //! ```
 //!
-//! A search holds one gallery [`Snapshot`] from start to end, so shards
+//! A logical gallery is one or more [`Part`]s, each the gallery folder of
+//! one virtual group of subjects (subject → group by a stable hash,
+//! [`crate::groups`]); a single machine usually holds one part, a cluster
+//! node holds several groups of each gallery. The steps above are the
+//! phases of [`plan`], run here over local parts ([`local`]) and by the
+//! cluster router over remote ones, with the same answer.
+//!
+//! A search holds one [`Snapshot`] per part from start to end, so shards
 //! attached, detached or compacted meanwhile never mix into one reply.
 //! [`Searcher::identify`] is synchronous and parallel (rayon); the server
 //! runs it off its async runtime.
 
 pub mod fusion;
 pub mod impostor;
+pub mod local;
+pub mod plan;
 
-use crate::embed::dot;
-use crate::gallery::{Gallery, LoadedShard, Snapshot};
-use crate::mcc::{Prepared, PreparedRef, ScoreParts};
-use crate::rescore::{self, Location, Rescorer};
-use crate::template::{FingerPosition, Template};
-use fusion::{FingerEvidence, OperatingPoint};
+use crate::embed::Embedder;
+use crate::gallery::{Gallery, Snapshot};
+use crate::mcc::Matcher;
+use crate::rescore::Rescorer;
+use crate::template::Template;
+use fusion::OperatingPoint;
 use impostor::ImpostorModel;
+pub use local::{GroupView, Prepped};
 use rayon::prelude::*;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Most fingers one probe may carry.
@@ -180,48 +190,94 @@ pub enum SearchError {
     /// A fault inside whorl (a damaged shard, a failed backend).
     #[error("internal: {0}")]
     Internal(String),
+    /// Part of the gallery cannot be reached now (a cluster whose every
+    /// replica of some group is down), and a complete answer was asked for.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
-/// Candidates of one task: (probe finger, template, similarity).
-type Hits = Vec<(usize, Src, f32)>;
-
-/// Where a gallery template lives within a snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Src {
-    Shard(u32, u32),
-    Delta(u32),
+/// One part of the gallery a searcher serves: the gallery holding one
+/// virtual group of subjects (a single-machine gallery is one part, group 0
+/// of 1).
+pub struct Part {
+    /// The virtual group.
+    pub group: u32,
+    /// The gallery holding it.
+    pub gallery: Arc<Gallery>,
+    /// Subjects visible at a snapshot generation (cached).
+    subjects: Mutex<(u64, u64)>,
 }
 
-/// The identification engine over a gallery.
+impl Part {
+    /// Group `group`, held by `gallery`.
+    pub fn new(group: u32, gallery: Arc<Gallery>) -> Arc<Part> {
+        Arc::new(Part { group, gallery, subjects: Mutex::new((u64::MAX, 0)) })
+    }
+
+    /// Subjects visible in `snap` (a snapshot of this part), cached per generation.
+    pub fn subjects(&self, snap: &Snapshot) -> u64 {
+        if let Ok(c) = self.subjects.lock()
+            && c.0 == snap.generation
+        {
+            return c.1;
+        }
+        let n = snap.subjects();
+        if let Ok(mut c) = self.subjects.lock() {
+            *c = (snap.generation, n);
+        }
+        n
+    }
+
+    /// The part as a search sees it now.
+    pub fn view(&self) -> GroupView {
+        let snap = self.gallery.snapshot();
+        GroupView { group: self.group, subjects: self.subjects(&snap), snap }
+    }
+}
+
+impl std::fmt::Debug for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Part").field("group", &self.group).field("gallery", &self.gallery).finish()
+    }
+}
+
+/// The identification engine over the parts of one logical gallery.
 pub struct Searcher {
-    gallery: Arc<Gallery>,
+    parts: RwLock<Arc<Vec<Arc<Part>>>>,
+    groups: u32,
+    matcher: Matcher,
+    embedder: Embedder,
     rescorer: Arc<dyn Rescorer>,
     model: ImpostorModel,
     cfg: SearchConfig,
-    subjects: Mutex<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Searcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Searcher").field("gallery", &self.gallery).field("cfg", &self.cfg).finish()
+        f.debug_struct("Searcher").field("parts", &self.parts()).field("cfg", &self.cfg).finish()
     }
 }
 
-struct Prepped {
-    prepared: Prepared,
-    embedding: Vec<f32>,
-    position: FingerPosition,
-}
-
-/// Positions a probe finger of position `p` is compared with.
-fn comparable(p: FingerPosition, g: FingerPosition) -> bool {
-    !p.is_known() || !g.is_known() || p == g
-}
-
 impl Searcher {
-    /// An engine over `gallery`, re-scoring with `rescorer`, deciding with `model`.
+    /// An engine over one gallery (group 0 of 1), re-scoring with
+    /// `rescorer`, deciding with `model`.
     pub fn new(
         gallery: Arc<Gallery>,
+        rescorer: Arc<dyn Rescorer>,
+        model: ImpostorModel,
+        cfg: SearchConfig,
+    ) -> Result<Searcher, SearchError> {
+        let (matcher, embedder) = (gallery.matcher().clone(), gallery.embedder().clone());
+        Searcher::with_parts(vec![Part::new(0, gallery)], 1, matcher, embedder, rescorer, model, cfg)
+    }
+
+    /// An engine over `parts`, some of the `groups` virtual groups of a
+    /// logical gallery.
+    pub fn with_parts(
+        parts: Vec<Arc<Part>>,
+        groups: u32,
+        matcher: Matcher,
+        embedder: Embedder,
         rescorer: Arc<dyn Rescorer>,
         model: ImpostorModel,
         cfg: SearchConfig,
@@ -232,12 +288,50 @@ impl Searcher {
         if !(cfg.default_fpir > 0.0 && cfg.default_fpir < 1.0) {
             return Err(SearchError::Invalid(format!("default_fpir {} is not in (0, 1)", cfg.default_fpir)));
         }
-        Ok(Searcher { gallery, rescorer, model, cfg, subjects: Mutex::new((u64::MAX, 0)) })
+        if groups == 0 || parts.iter().any(|p| p.group >= groups) {
+            return Err(SearchError::Invalid(format!("parts must be groups below {groups}")));
+        }
+        let mut parts = parts;
+        parts.sort_by_key(|p| p.group);
+        Ok(Searcher { parts: RwLock::new(Arc::new(parts)), groups, matcher, embedder, rescorer, model, cfg })
     }
 
-    /// The gallery searched.
-    pub fn gallery(&self) -> &Arc<Gallery> {
-        &self.gallery
+    /// The parts served now.
+    pub fn parts(&self) -> Arc<Vec<Arc<Part>>> {
+        self.parts.read().map(|p| Arc::clone(&p)).unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
+    /// Replaces the parts served (a group moved here or away); searches
+    /// already running keep the parts they started with.
+    pub fn set_parts(&self, mut parts: Vec<Arc<Part>>) -> Result<(), SearchError> {
+        if parts.iter().any(|p| p.group >= self.groups) {
+            return Err(SearchError::Invalid(format!("parts must be groups below {}", self.groups)));
+        }
+        parts.sort_by_key(|p| p.group);
+        let mut w = self.parts.write().map_err(|_| SearchError::Internal("parts lock poisoned".into()))?;
+        *w = Arc::new(parts);
+        Ok(())
+    }
+
+    /// Virtual groups of the logical gallery (whether held here or not).
+    pub fn groups(&self) -> u32 {
+        self.groups
+    }
+
+    /// The part holding `group`, if held here.
+    pub fn part(&self, group: u32) -> Option<Arc<Part>> {
+        self.parts().iter().find(|p| p.group == group).cloned()
+    }
+
+    /// The part a subject belongs to, if held here.
+    pub fn part_of(&self, subject: &str) -> Option<Arc<Part>> {
+        self.part(crate::groups::group_of(subject, self.groups))
+    }
+
+    /// The gallery of the first part (the only one on a single machine;
+    /// none on a cluster node that holds no group of this gallery yet).
+    pub fn gallery(&self) -> Option<Arc<Gallery>> {
+        self.parts().first().map(|p| Arc::clone(&p.gallery))
     }
 
     /// The configuration.
@@ -245,32 +339,38 @@ impl Searcher {
         &self.cfg
     }
 
+    /// The impostor model.
+    pub fn model(&self) -> &ImpostorModel {
+        &self.model
+    }
+
+    /// The matcher probes are prepared with.
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
+    }
+
+    /// The re-scorer.
+    pub fn rescorer(&self) -> &Arc<dyn Rescorer> {
+        &self.rescorer
+    }
+
     /// The backend re-scoring now.
     pub fn backend(&self) -> String {
         self.rescorer.backend().to_string()
     }
 
-    /// Subjects visible in `snap` (cached per snapshot generation).
-    pub fn subjects(&self, snap: &Snapshot) -> u64 {
-        if let Ok(c) = self.subjects.lock()
-            && c.0 == snap.generation
-        {
-            return c.1;
-        }
-        let mut n: u64 = 0;
-        for s in &snap.shards {
-            n += s.by_subject.len() as u64;
-            n -= snap.delta.tombstones.keys().filter(|t| s.by_subject.contains_key(*t)).count() as u64;
-        }
-        let delta: HashSet<&str> = snap.delta.live().map(|e| &*e.subject).collect();
-        n += delta.iter().filter(|s| !snap.shards.iter().any(|x| x.by_subject.contains_key(**s))).count() as u64;
-        if let Ok(mut c) = self.subjects.lock() {
-            *c = (snap.generation, n);
-        }
-        n
+    /// Every part as a search sees it now.
+    pub fn views(&self) -> Vec<GroupView> {
+        self.parts().iter().map(|p| p.view()).collect()
     }
 
-    fn check_fingers(fingers: &[Template]) -> Result<(), SearchError> {
+    /// Subjects visible now, over every part.
+    pub fn subjects(&self) -> u64 {
+        self.views().iter().map(|v| v.subjects).sum()
+    }
+
+    /// Checks a probe's fingers.
+    pub fn check_fingers(fingers: &[Template]) -> Result<(), SearchError> {
         if fingers.is_empty() {
             return Err(SearchError::Invalid("the probe holds no finger templates".into()));
         }
@@ -301,7 +401,8 @@ impl Searcher {
         Ok(())
     }
 
-    fn check_decision(d: Decision) -> Result<(), SearchError> {
+    /// Checks a decision rule.
+    pub fn check_decision(d: Decision) -> Result<(), SearchError> {
         match d {
             Decision::Fpir(f) if !(f > 0.0 && f < 1.0) => {
                 Err(SearchError::Invalid(format!("target FPIR {f} is not in (0, 1)")))
@@ -313,29 +414,54 @@ impl Searcher {
         }
     }
 
-    fn prepare(&self, fingers: &[Template]) -> Vec<Prepped> {
-        let (matcher, embedder) = (self.gallery.matcher(), self.gallery.embedder());
+    /// Checks a label filter.
+    pub fn check_labels(labels: &[(String, String)]) -> Result<(), SearchError> {
+        for (k, v) in labels {
+            if k.is_empty() {
+                return Err(SearchError::Invalid(format!("label filter: empty key (value '{v}')")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Cylinders and embeddings of the probe's fingers.
+    pub fn prepare(&self, fingers: &[Template]) -> Vec<Prepped> {
         fingers
             .par_iter()
             .map(|t| Prepped {
-                prepared: matcher.prepare(t),
-                embedding: embedder.embed(t),
+                prepared: self.matcher.prepare(t),
+                embedding: self.embedder.embed(t),
                 position: t.finger_position,
             })
             .collect()
     }
 
-    /// Searches the gallery for the subjects the probe's fingers belong to.
+    /// The plan's settings for a query.
+    pub fn plan(&self, q: &Query) -> plan::Plan<'_> {
+        plan::Plan {
+            model: &self.model,
+            k: self.cfg.candidates_per_finger,
+            ef: self.cfg.ef.max(self.cfg.candidates_per_finger),
+            decision: q.decision.unwrap_or(Decision::Fpir(self.cfg.default_fpir)),
+            want: if q.max_candidates == 0 { self.cfg.max_candidates } else { q.max_candidates },
+            round2_subjects: self.cfg.round2_subjects,
+            deadline: q.deadline,
+        }
+    }
+
+    /// Searches every part for the subjects the probe's fingers belong to.
     pub fn identify(&self, q: &Query) -> Result<Reply, SearchError> {
+        self.identify_in(&self.views(), q)
+    }
+
+    /// Searches `views` (parts of this searcher's gallery) for the subjects
+    /// the probe's fingers belong to.
+    pub fn identify_in(&self, views: &[GroupView], q: &Query) -> Result<Reply, SearchError> {
         let t0 = Instant::now();
         Self::check_fingers(&q.fingers)?;
-        let decision = q.decision.unwrap_or(Decision::Fpir(self.cfg.default_fpir));
-        Self::check_decision(decision)?;
-        for (k, v) in &q.labels {
-            if k.is_empty() {
-                return Err(SearchError::Invalid(format!("label filter: empty key (value '{v}')")));
-            }
-        }
+        let plan = self.plan(q);
+        Self::check_decision(plan.decision)?;
+        Self::check_labels(&q.labels)?;
         let deadline = |stage: &str| -> Result<(), SearchError> {
             match q.deadline {
                 Some(d) if Instant::now() >= d => Err(SearchError::Deadline(stage.to_string())),
@@ -343,79 +469,26 @@ impl Searcher {
             }
         };
         deadline("before the search started")?;
-        let snap = self.gallery.snapshot();
-        let mut timings = Timings::default();
-
         let prepped = self.prepare(&q.fingers);
-        timings.prepare = t0.elapsed();
+        let prepare = t0.elapsed();
         deadline("after preparing the probe")?;
-
-        let t1 = Instant::now();
-        let lists = self.candidates(&snap, &prepped, &q.labels)?;
-        timings.candidates = t1.elapsed();
-        deadline("after candidate search")?;
-
-        // Round 1: every candidate of every finger.
-        let t2 = Instant::now();
-        let mut scored: HashMap<(usize, Src), ScoreParts> = HashMap::new();
-        let pairs: Vec<(usize, Src)> =
-            lists.iter().enumerate().flat_map(|(f, l)| l.iter().map(move |s| (f, *s))).collect();
-        self.rescore(&snap, &prepped, &pairs, &mut scored)?;
-        // Round 2: the other fingers of the strongest candidate subjects.
-        let subjects: Vec<Arc<str>> = {
-            let mut seen = HashSet::new();
-            pairs.iter().map(|(_, s)| subject_of(&snap, *s)).filter(|s| seen.insert(s.clone())).collect()
+        let phases = local::LocalPhases { searcher: self, views, probe: &prepped, labels: &q.labels };
+        let out = futures::executor::block_on(plan::identify(&phases, &plan))?;
+        let timings = Timings {
+            prepare,
+            candidates: out.timings.candidates,
+            rescore: out.timings.rescore,
+            fuse: out.timings.fuse,
+            total: t0.elapsed(),
         };
-        let templates: HashMap<Arc<str>, Vec<(Src, FingerPosition)>> =
-            subjects.iter().map(|s| (s.clone(), subject_templates(&snap, s))).collect();
-        let mut extra: Vec<(usize, Src)> = Vec::new();
-        if prepped.len() > 1 {
-            let want = if q.max_candidates == 0 { self.cfg.max_candidates } else { q.max_candidates };
-            let keep = self.round2_subjects(&prepped, &subjects, &templates, &scored, want);
-            for s in &keep {
-                for (f, p) in prepped.iter().enumerate() {
-                    let comp: Vec<Src> =
-                        templates[s].iter().filter(|(_, g)| comparable(p.position, *g)).map(|x| x.0).collect();
-                    if !comp.iter().any(|src| scored.contains_key(&(f, *src))) {
-                        extra.extend(comp.into_iter().map(|src| (f, src)));
-                    }
-                }
-            }
-        }
-        deadline("after the first re-scoring round")?;
-        self.rescore(&snap, &prepped, &extra, &mut scored)?;
-        timings.rescore = t2.elapsed();
-        deadline("after re-scoring")?;
-
-        // Fuse per subject.
-        let t3 = Instant::now();
-        let mut ranked: Vec<(f64, SubjectMatch)> =
-            subjects.iter().map(|s| self.fuse_subject(&snap, &prepped, s, &templates[s], &scored)).collect();
-        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.subject.cmp(&b.1.subject)));
-        let n = self.subjects(&snap);
-        let op = match decision {
-            Decision::Fpir(f) => OperatingPoint::for_fpir(f, n),
-            Decision::Threshold(t) => OperatingPoint::for_threshold(t, n),
-        };
-        let want = if q.max_candidates == 0 { self.cfg.max_candidates } else { q.max_candidates };
-        let candidates: Vec<SubjectMatch> = ranked
-            .into_iter()
-            .take(want)
-            .map(|(_, mut m)| {
-                m.hit = m.fused >= op.threshold;
-                m
-            })
-            .collect();
-        timings.fuse = t3.elapsed();
-        timings.total = t0.elapsed();
         Ok(Reply {
-            hit: candidates.first().is_some_and(|c| c.hit),
-            candidates,
-            operating_point: op,
+            hit: out.hit,
+            candidates: out.candidates,
+            operating_point: out.operating_point,
             timings,
             backend: self.backend(),
-            generation: snap.generation,
-            comparisons: scored.len(),
+            generation: out.generation,
+            comparisons: out.comparisons,
         })
     }
 
@@ -432,10 +505,11 @@ impl Searcher {
         Self::check_fingers(fingers)?;
         let decision = decision.unwrap_or(Decision::Fpir(self.cfg.default_fpir));
         Self::check_decision(decision)?;
-        let snap = self.gallery.snapshot();
-        let templates = subject_templates(&snap, subject);
+        let not_found = || SearchError::NotFound(format!("subject '{subject}'"));
+        let view = self.part_of(subject).ok_or_else(not_found)?.view();
+        let templates = local::subject_templates(&view.snap, subject);
         if templates.is_empty() {
-            return Err(SearchError::NotFound(format!("subject '{subject}'")));
+            return Err(not_found());
         }
         let mut timings = Timings::default();
         let prepped = self.prepare(fingers);
@@ -444,318 +518,36 @@ impl Searcher {
             return Err(SearchError::Deadline("after preparing the probe".into()));
         }
         let t2 = Instant::now();
-        let pairs: Vec<(usize, Src)> = prepped
+        let subject: Arc<str> = subject.into();
+        let pairs: Vec<plan::Pair> = prepped
             .iter()
             .enumerate()
             .flat_map(|(f, p)| {
-                templates.iter().filter(move |(_, g)| comparable(p.position, *g)).map(move |(s, _)| (f, *s))
+                let subject = &subject;
+                templates.iter().enumerate().filter(move |(_, (_, g))| plan::comparable(p.position, *g)).map(
+                    move |(o, _)| plan::Pair {
+                        finger: f as u32,
+                        group: view.group,
+                        template: plan::TemplateRef { subject: Arc::clone(subject), ordinal: o as u32 },
+                    },
+                )
             })
             .collect();
-        let mut scored = HashMap::new();
-        self.rescore(&snap, &prepped, &pairs, &mut scored)?;
+        let views = [view.clone()];
+        let phases = local::LocalPhases { searcher: self, views: &views, probe: &prepped, labels: &[] };
+        let plan = plan::Plan { model: &self.model, k: 0, ef: 0, decision, want: 1, round2_subjects: 0, deadline };
+        let out = futures::executor::block_on(plan::score_subject(&phases, &plan, pairs))?;
         timings.rescore = t2.elapsed();
-        let t3 = Instant::now();
-        let key: Arc<str> = subject.into();
-        let (_, mut m) = self.fuse_subject(&snap, &prepped, &key, &templates, &scored);
-        let op = match decision {
-            Decision::Fpir(f) => OperatingPoint::for_fpir(f, 1),
-            Decision::Threshold(t) => OperatingPoint::for_threshold(t, 1),
-        };
-        m.hit = m.fused >= op.threshold;
-        timings.fuse = t3.elapsed();
+        let Some(m) = out.candidates.into_iter().next() else { return Err(not_found()) };
         timings.total = t0.elapsed();
         Ok(Reply {
             hit: m.hit,
             candidates: vec![m],
-            operating_point: op,
+            operating_point: out.operating_point,
             timings,
             backend: self.backend(),
-            generation: snap.generation,
-            comparisons: scored.len(),
+            generation: view.snap.generation,
+            comparisons: out.comparisons,
         })
     }
-
-    /// Per finger, the merged best candidates of every shard partition and the delta.
-    fn candidates(
-        &self,
-        snap: &Snapshot,
-        prepped: &[Prepped],
-        labels: &[(String, String)],
-    ) -> Result<Vec<Vec<Src>>, SearchError> {
-        let k = self.cfg.candidates_per_finger;
-        let ef = self.cfg.ef.max(k);
-        // One task per (finger, shard, partition), plus one per finger for the delta.
-        let mut tasks: Vec<(usize, Option<(usize, usize)>)> = Vec::new();
-        for (f, p) in prepped.iter().enumerate() {
-            for (si, s) in snap.shards.iter().enumerate() {
-                for (pi, part) in s.partitions.iter().enumerate() {
-                    if comparable(p.position, part.position) {
-                        tasks.push((f, Some((si, pi))));
-                    }
-                }
-            }
-            tasks.push((f, None));
-        }
-        let found: Vec<Result<Hits, SearchError>> = tasks
-            .par_iter()
-            .map(|&(f, at)| {
-                let p = &prepped[f];
-                match at {
-                    Some((si, pi)) => {
-                        self.search_partition(snap, &snap.shards[si], si, pi, &p.embedding, labels, k, ef)
-                    }
-                    None => Ok(search_delta(snap, p, labels, k)),
-                }
-                .map(|v| v.into_iter().map(|(src, s)| (f, src, s)).collect())
-            })
-            .collect();
-        let mut lists: Vec<Vec<(Src, f32)>> = vec![Vec::new(); prepped.len()];
-        for r in found {
-            for (f, src, s) in r? {
-                lists[f].push((src, s));
-            }
-        }
-        Ok(lists
-            .into_iter()
-            .map(|mut l| {
-                l.sort_by(|a, b| b.1.total_cmp(&a.1));
-                l.truncate(k);
-                l.into_iter().map(|x| x.0).collect()
-            })
-            .collect())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn search_partition(
-        &self,
-        snap: &Snapshot,
-        shard: &LoadedShard,
-        si: usize,
-        pi: usize,
-        q: &[f32],
-        labels: &[(String, String)],
-        k: usize,
-        ef: usize,
-    ) -> Result<Vec<(Src, f32)>, SearchError> {
-        let part = &shard.partitions[pi];
-        let tombstoned = snap.delta.tombstones.keys().any(|t| shard.by_subject.contains_key(t));
-        let keep = |t: u32| -> bool {
-            let t = t as usize;
-            (!tombstoned || !snap.delta.hides_shard_subject(shard.subject_of(t)))
-                && labels_match_shard(shard, t, labels)
-        };
-        let filtered = tombstoned || !labels.is_empty();
-        let hits: Vec<(u32, f32)> = if part.ids.len() <= self.cfg.exact_below {
-            let dim = shard.shard.embedding().dim as usize;
-            let mut row = vec![0f32; dim];
-            let all = shard.shard.embeddings_f32();
-            let mut v: Vec<(u32, f32)> = part
-                .ids
-                .iter()
-                .filter(|&&t| !filtered || keep(t))
-                .map(|&t| {
-                    let r = match all {
-                        Some(a) => &a[t as usize * dim..(t as usize + 1) * dim],
-                        None => {
-                            shard.shard.embedding_into(t as usize, &mut row);
-                            crate::embed::normalise(&mut row);
-                            &row[..]
-                        }
-                    };
-                    (t, dot(q, r))
-                })
-                .collect();
-            v.sort_by(|a, b| b.1.total_cmp(&a.1));
-            v.truncate(k);
-            v
-        } else {
-            let found = if filtered {
-                part.graph.search_filtered(q, k, ef, &|i| part.ids.get(i as usize).is_some_and(|&t| keep(t)))
-            } else {
-                part.graph.search(q, k, ef)
-            }
-            .map_err(|e| SearchError::Internal(format!("{}: {e}", shard.entry.name)))?;
-            found.into_iter().filter_map(|h| part.ids.get(h.id as usize).map(|&t| (t, h.score))).collect()
-        };
-        Ok(hits.into_iter().map(|(t, s)| (Src::Shard(si as u32, t), s)).collect())
-    }
-
-    fn rescore(
-        &self,
-        snap: &Snapshot,
-        prepped: &[Prepped],
-        pairs: &[(usize, Src)],
-        out: &mut HashMap<(usize, Src), ScoreParts>,
-    ) -> Result<(), SearchError> {
-        if pairs.is_empty() {
-            return Ok(());
-        }
-        let mut queries: Vec<rescore::Query<'_>> =
-            prepped.iter().map(|p| rescore::Query { probe: p.prepared.view(), candidates: Vec::new() }).collect();
-        let mut order: Vec<Vec<Src>> = vec![Vec::new(); prepped.len()];
-        for &(f, src) in pairs {
-            let (prepared, location) = prepared_of(snap, src)?;
-            queries[f].candidates.push(rescore::Candidate { prepared, location });
-            order[f].push(src);
-        }
-        let scores = self.rescorer.rescore(&queries).map_err(|e| SearchError::Internal(e.to_string()))?;
-        for (f, (srcs, sc)) in order.iter().zip(scores).enumerate() {
-            for (src, parts) in srcs.iter().zip(sc) {
-                out.insert((f, *src), parts);
-            }
-        }
-        Ok(())
-    }
-
-    /// The subjects worth a second round: all when few, else the strongest
-    /// by round-1 evidence (the sum over fingers of the best ln FMR), at
-    /// least four times the candidates asked for. A subject left out keeps
-    /// the fingers round 1 scored; its fused score can only be lower than a
-    /// full round would give, so the FPIR can only fall.
-    fn round2_subjects(
-        &self,
-        prepped: &[Prepped],
-        subjects: &[Arc<str>],
-        templates: &HashMap<Arc<str>, Vec<(Src, FingerPosition)>>,
-        scored: &HashMap<(usize, Src), ScoreParts>,
-        want: usize,
-    ) -> Vec<Arc<str>> {
-        let limit = if self.cfg.round2_subjects == 0 { usize::MAX } else { self.cfg.round2_subjects.max(4 * want) };
-        if subjects.len() <= limit {
-            return subjects.to_vec();
-        }
-        let mut strength: Vec<(f64, &Arc<str>)> = subjects
-            .iter()
-            .map(|s| {
-                let mut ln = 0.0;
-                for f in 0..prepped.len() {
-                    let best = templates[s]
-                        .iter()
-                        .filter_map(|(src, _)| scored.get(&(f, *src)))
-                        .map(|p| self.model.ln_fmr(p.n_p, p.score()))
-                        .fold(0.0f64, f64::min);
-                    ln += best;
-                }
-                (ln, s)
-            })
-            .collect();
-        strength.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        strength.into_iter().take(limit).map(|(_, s)| Arc::clone(s)).collect()
-    }
-
-    fn fuse_subject(
-        &self,
-        snap: &Snapshot,
-        prepped: &[Prepped],
-        subject: &Arc<str>,
-        templates: &[(Src, FingerPosition)],
-        scored: &HashMap<(usize, Src), ScoreParts>,
-    ) -> (f64, SubjectMatch) {
-        let mut evidence: Vec<FingerEvidence> = Vec::new();
-        let mut fingers = Vec::new();
-        for (f, p) in prepped.iter().enumerate() {
-            let comp: Vec<&(Src, FingerPosition)> =
-                templates.iter().filter(|(_, g)| comparable(p.position, *g)).collect();
-            let best = comp
-                .iter()
-                .filter_map(|(src, g)| scored.get(&(f, *src)).map(|parts| (*src, *g, *parts)))
-                .max_by(|a, b| {
-                    let (ea, eb) = (self.model.ln_fmr(a.2.n_p, a.2.score()), self.model.ln_fmr(b.2.n_p, b.2.score()));
-                    eb.total_cmp(&ea)
-                });
-            let Some((src, g, parts)) = best else { continue };
-            let ev = fusion::evidence(&self.model, &parts, comp.len());
-            evidence.push(ev);
-            fingers.push(FingerScore {
-                probe_finger: f,
-                position: g.0,
-                score: parts.score(),
-                n_p: parts.n_p,
-                decades: fusion::decades(fusion::ln_sidak(ev.ln_fmr, ev.tries)),
-                tries: ev.tries,
-                source: source_name(snap, src),
-            });
-        }
-        let ln_p = fusion::fuse(&evidence);
-        let labels = subject_labels(snap, subject);
-        (ln_p, SubjectMatch { subject: subject.to_string(), fused: fusion::decades(ln_p), hit: false, fingers, labels })
-    }
-}
-
-fn labels_match_shard(shard: &LoadedShard, t: usize, want: &[(String, String)]) -> bool {
-    if want.is_empty() {
-        return true;
-    }
-    let Ok(have) = shard.shard.subject_labels(shard.shard.subject_index(t)) else { return false };
-    want.iter().all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
-}
-
-fn search_delta(snap: &Snapshot, p: &Prepped, labels: &[(String, String)], k: usize) -> Vec<(Src, f32)> {
-    let mut v: Vec<(Src, f32)> = snap
-        .delta
-        .entries
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| snap.delta.visible(e) && comparable(p.position, e.template.finger_position))
-        .filter(|(_, e)| labels.iter().all(|(k, v)| e.labels.iter().any(|(hk, hv)| hk == k && hv == v)))
-        .map(|(i, e)| (Src::Delta(i as u32), dot(&p.embedding, &e.embedding)))
-        .collect();
-    v.sort_by(|a, b| b.1.total_cmp(&a.1));
-    v.truncate(k);
-    v
-}
-
-fn subject_of(snap: &Snapshot, src: Src) -> Arc<str> {
-    match src {
-        Src::Shard(s, t) => snap.shards[s as usize].subject_of(t as usize).into(),
-        Src::Delta(i) => Arc::clone(&snap.delta.entries[i as usize].subject),
-    }
-}
-
-fn source_name(snap: &Snapshot, src: Src) -> String {
-    match src {
-        Src::Shard(s, _) => snap.shards[s as usize].entry.name.clone(),
-        Src::Delta(_) => "delta".into(),
-    }
-}
-
-fn prepared_of(snap: &Snapshot, src: Src) -> Result<(PreparedRef<'_>, Option<Location>), SearchError> {
-    match src {
-        Src::Shard(s, t) => {
-            let ls = &snap.shards[s as usize];
-            let p = ls.shard.prepared(t as usize).map_err(|e| SearchError::Internal(e.to_string()))?;
-            Ok((p, Some(Location { shard: ls.key, template: t })))
-        }
-        Src::Delta(i) => Ok((snap.delta.entries[i as usize].prepared.view(), None)),
-    }
-}
-
-/// Every visible template of `subject` with its finger position.
-fn subject_templates(snap: &Snapshot, subject: &str) -> Vec<(Src, FingerPosition)> {
-    let mut out = Vec::new();
-    if !snap.delta.hides_shard_subject(subject) {
-        for (si, s) in snap.shards.iter().enumerate() {
-            if let Some(ts) = s.by_subject.get(subject) {
-                out.extend(ts.iter().map(|&t| (Src::Shard(si as u32, t), s.shard.finger(t as usize))));
-            }
-        }
-    }
-    for i in snap.delta.subject_indices(subject) {
-        out.push((Src::Delta(i as u32), snap.delta.entries[i].template.finger_position));
-    }
-    out
-}
-
-fn subject_labels(snap: &Snapshot, subject: &str) -> Vec<(String, String)> {
-    if let Some(e) = snap.delta.subject_entries(subject).last() {
-        return e.labels.as_ref().clone();
-    }
-    for s in &snap.shards {
-        if let Some(ts) = s.by_subject.get(subject)
-            && let Ok(l) = s.shard.subject_labels(s.shard.subject_index(ts[0] as usize))
-        {
-            return l.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        }
-    }
-    Vec::new()
 }

@@ -21,6 +21,19 @@ impl std::fmt::Debug for Bearer {
     }
 }
 
+impl Bearer {
+    /// Sends `token` (none: no header).
+    pub fn new(token: Option<&str>) -> Result<Bearer, String> {
+        match token {
+            Some(t) => format!("Bearer {t}")
+                .parse()
+                .map(|v| Bearer(Some(v)))
+                .map_err(|_| "the token holds characters a header cannot carry".to_string()),
+            None => Ok(Bearer(None)),
+        }
+    }
+}
+
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut r: Request<()>) -> Result<Request<()>, Status> {
         if let Some(v) = &self.0 {
@@ -83,14 +96,7 @@ pub async fn connect(url: &str, o: &ClientOptions) -> Result<Clients, String> {
         ep = ep.tls_config(t).map_err(|e| format!("TLS: {e}"))?;
     }
     let channel = ep.connect().await.map_err(|e| format!("connecting to {url}: {e:?}"))?;
-    let bearer = match &o.token {
-        Some(t) => Bearer(Some(
-            format!("Bearer {t}")
-                .parse()
-                .map_err(|_| "the token holds characters a header cannot carry".to_string())?,
-        )),
-        None => Bearer(None),
-    };
+    let bearer = Bearer::new(o.token.as_deref())?;
     let max = o.max_message_bytes.unwrap_or(64 << 20);
     let identification = IdentificationClient::with_interceptor(channel.clone(), bearer.clone())
         .max_decoding_message_size(max)

@@ -64,6 +64,10 @@ pub struct Config {
     pub auth: AuthSection,
     /// The audit log.
     pub audit: AuditSection,
+    /// Set: this server is a node of a cluster (see [`crate::cluster::config`]).
+    pub cluster: Option<crate::cluster::config::ClusterSection>,
+    /// Set: this process routes for a cluster (`whorl route`).
+    pub router: Option<crate::cluster::config::RouterSection>,
 }
 
 /// `[server]`.
@@ -85,6 +89,9 @@ pub struct ServerSection {
     pub max_message_bytes: usize,
     /// Seconds in-flight requests get to finish on shutdown.
     pub shutdown_grace_s: u64,
+    /// Listen beyond loopback without authentication (tokens, or the
+    /// cluster token for a node): refused unless this is set.
+    pub allow_unauthenticated_remote: bool,
 }
 
 impl Default for ServerSection {
@@ -97,6 +104,7 @@ impl Default for ServerSection {
             max_in_flight: 64,
             max_message_bytes: 4 << 20,
             shutdown_grace_s: 30,
+            allow_unauthenticated_remote: false,
         }
     }
 }
@@ -238,7 +246,13 @@ impl Config {
 
     /// Checks the values that cannot be checked by their types.
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.gallery.path.as_os_str().is_empty() {
+        if let Some(c) = &self.cluster {
+            c.check().map_err(ConfigError::Invalid)?;
+        }
+        if let Some(r) = &self.router {
+            r.check().map_err(ConfigError::Invalid)?;
+        }
+        if self.gallery.path.as_os_str().is_empty() && self.cluster.is_none() && self.router.is_none() {
             return Err(ConfigError::Invalid(
                 "gallery.path is not set (config file, --gallery or WHORL_GALLERY)".into(),
             ));

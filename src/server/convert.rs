@@ -96,6 +96,7 @@ pub fn search_status(e: SearchError) -> Status {
         SearchError::Deadline(m) => Status::deadline_exceeded(format!("deadline exceeded {m}")),
         SearchError::NotFound(m) => Status::not_found(m),
         SearchError::Internal(m) => Status::internal(m),
+        SearchError::Unavailable(m) => Status::unavailable(m),
     }
 }
 
@@ -154,6 +155,7 @@ fn candidate(rank: usize, m: SubjectMatch) -> pb::Candidate {
             })
             .collect(),
         labels: m.labels.into_iter().collect(),
+        gallery: String::new(),
     }
 }
 
@@ -206,6 +208,7 @@ pub fn identify_response(
         gallery_generation: r.generation,
         comparisons: r.comparisons as u64,
         candidates: r.candidates.into_iter().enumerate().map(|(i, m)| candidate(i + 1, m)).collect(),
+        ..Default::default()
     }
 }
 

@@ -218,7 +218,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
                 tracing::info!(
                     "gallery {} open: {} templates, backend {}",
                     st_load.cfg.gallery.path.display(),
-                    s.gallery().snapshot().templates(),
+                    s.views().iter().map(|v| v.snap.templates()).sum::<usize>(),
                     s.backend()
                 );
                 st_load.metrics.set_backend(&s.backend());

@@ -89,13 +89,14 @@ impl State {
     /// shards uploaded (within the budget), unloaded ones evicted.
     pub fn sync_resident(&self) {
         let (Some(gpu), Some(s)) = (self.gpu.get(), self.searcher.get()) else { return };
-        let snap = s.gallery().snapshot();
-        let live: HashSet<u64> = snap.shards.iter().map(|x| x.key).collect();
+        let views = s.views();
+        let shards: Vec<_> = views.iter().flat_map(|v| v.snap.shards.iter()).collect();
+        let live: HashSet<u64> = shards.iter().map(|x| x.key).collect();
         let have: HashSet<u64> = gpu.resident_keys().into_iter().collect();
         for k in have.difference(&live) {
             gpu.evict(*k);
         }
-        for ls in snap.shards.iter().filter(|x| !have.contains(&x.key)) {
+        for ls in shards.into_iter().filter(|x| !have.contains(&x.key)) {
             let (words, offsets) = ls.shard.prepared_words();
             match gpu.make_resident(ls.key, words, offsets) {
                 Ok(true) => tracing::info!("{}: cylinders resident on the GPU", ls.entry.name),
@@ -110,13 +111,13 @@ impl State {
     /// Publishes the gallery's sizes as metrics.
     pub fn refresh_gallery_metrics(&self) {
         if let Some(s) = self.searcher.get() {
-            let snap = s.gallery().snapshot();
+            let views = s.views();
             self.metrics.set_gallery(
-                snap.templates() as u64,
-                s.subjects(&snap),
-                snap.shards.len(),
-                snap.generation,
-                s.gallery().problems().len(),
+                views.iter().map(|v| v.snap.templates() as u64).sum(),
+                views.iter().map(|v| v.subjects).sum(),
+                views.iter().map(|v| v.snap.shards.len()).sum(),
+                views.iter().map(|v| v.snap.generation).sum(),
+                s.parts().iter().map(|p| p.gallery.problems().len()).sum(),
             );
         }
     }
@@ -418,7 +419,7 @@ impl Services {
     }
 
     fn gallery(&self) -> Result<Arc<Gallery>, Status> {
-        self.st.searcher().map(|s| Arc::clone(s.gallery()))
+        self.st.searcher().and_then(|s| s.gallery().ok_or_else(|| Status::unavailable("no gallery is held here")))
     }
 
     /// Runs blocking gallery work off the async threads.
@@ -472,6 +473,7 @@ fn shard_msg(e: &crate::gallery::ShardEntry, status: &str, error: String) -> pb:
         bytes: e.bytes,
         status: status.into(),
         error,
+        ..Default::default()
     }
 }
 
@@ -598,17 +600,35 @@ impl pb::gallery_server::Gallery for Services {
         self.change_shard("UnloadShard", req, |r, g| g.detach_shard(&r.name), "unloaded").await
     }
 
+    async fn list_galleries(
+        &self,
+        _req: Request<pb::ListGalleriesRequest>,
+    ) -> Result<Response<pb::ListGalleriesResponse>, Status> {
+        Err(Status::unimplemented("ListGalleries"))
+    }
+
+    async fn add_gallery(&self, _req: Request<pb::AddGalleryRequest>) -> Result<Response<pb::GalleryInfo>, Status> {
+        Err(Status::unimplemented("AddGallery"))
+    }
+
+    async fn unload_gallery(
+        &self,
+        _req: Request<pb::UnloadGalleryRequest>,
+    ) -> Result<Response<pb::GalleryInfo>, Status> {
+        Err(Status::unimplemented("UnloadGallery"))
+    }
+
     async fn stats(&self, req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
         let t0 = Instant::now();
         let (res, who) = match self.who(&req, Role::Search) {
             Err((s, who)) => (Err(s), who),
             Ok(c) => {
-                let res = self.st.searcher().map(|s| {
-                    let g = s.gallery();
+                let res = self.st.searcher().and_then(|s| {
+                    let g = s.gallery().ok_or_else(|| Status::unavailable("no gallery is held here"))?;
                     let snap = g.snapshot();
-                    pb::StatsResponse {
+                    Ok(pb::StatsResponse {
                         templates: snap.templates() as u64,
-                        subjects: s.subjects(&snap),
+                        subjects: s.subjects(),
                         shards: snap.shards.len() as u32,
                         delta_templates: snap.delta.live().count() as u64,
                         tombstones: snap.delta.tombstones.len() as u64,
@@ -620,7 +640,8 @@ impl pb::gallery_server::Gallery for Services {
                         problems: g.problems().len() as u32,
                         identifications: self.st.identifications.load(Ordering::Relaxed),
                         shed: self.st.metrics.shed_total(),
-                    }
+                        ..Default::default()
+                    })
                 });
                 (res, c.describe())
             }

@@ -1,0 +1,259 @@
+//! The capacity model: how many machines a gallery and a search rate need,
+//! from per-node figures measured on real hardware (`whorl capacity
+//! measure` writes them; `benches/reports/cluster/` holds the ones measured
+//! here).
+//!
+//! ```text
+//! fingers        N·F                         (identities × fingers each)
+//! stored         N·F·R                       (R replicas)
+//! per search     candidate stage: every probe finger searches its
+//!                position's graph in every group: f·V·t_cand(n_part),
+//!                n_part = N·F / (V·10)      (ten positions per group)
+//!                re-scoring: c comparisons at m matches/s per core
+//!                (or per GPU where measured)
+//! work           λ · (candidate + re-scoring) core-seconds per second
+//! nodes          the largest of: RAM (resident bytes per finger), disk,
+//!                cores to carry the work at ≤ 70% use, and GPUs
+//! latency        a search fans out to every node at once: each runs its
+//!                share of the groups on the cores one search may use;
+//!                plus queueing at the planned utilisation (M/M/c, as an
+//!                M/M/1 approximation per node: t / (1 − ρ))
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// What was measured on one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Where and when it was measured.
+    pub measured_on: String,
+    /// RAM that must stay resident per finger for the candidate stage
+    /// (vectors and graph), bytes.
+    pub resident_bytes_per_finger: f64,
+    /// Disk per finger (the whole shard: cylinders, minutiae, vectors,
+    /// graph), bytes; cylinders are read from the page cache when
+    /// re-scored, so RAM beyond the resident part speeds re-scoring.
+    pub disk_bytes_per_finger: f64,
+    /// Candidate search of one probe finger in one partition: seconds at
+    /// each measured partition size (fingers), ascending.
+    pub candidate_s: Vec<(f64, f64)>,
+    /// Cylinder comparisons per core-second on this CPU.
+    pub cpu_matches_per_core_s: f64,
+    /// Comparisons per GPU-second, if measured on a GPU.
+    pub gpu_matches_per_s: Option<f64>,
+    /// Comparisons per search: one finger, ten-print.
+    pub comparisons_single: f64,
+    /// Comparisons per ten-print search.
+    pub comparisons_tenprint: f64,
+    /// Fixed cost per search (parsing, preparing, fusing, RPCs), core-seconds.
+    pub fixed_core_s: f64,
+    /// Mate recall of the candidate stage at the measured sizes (the share
+    /// of mated single-finger probes whose mate is in the candidate list).
+    #[serde(default)]
+    pub recall: Vec<(f64, f64)>,
+}
+
+impl Profile {
+    /// Candidate time at partition size `n`: interpolated linearly in log n
+    /// between measured sizes, extrapolated along the last segment (HNSW
+    /// search grows about logarithmically with size).
+    pub fn candidate_at(&self, n: f64) -> f64 {
+        interp_log(&self.candidate_s, n)
+    }
+
+    /// Mate recall at partition size `n` (same interpolation), if measured.
+    pub fn recall_at(&self, n: f64) -> Option<f64> {
+        (!self.recall.is_empty()).then(|| interp_log(&self.recall, n).clamp(0.0, 1.0))
+    }
+}
+
+fn interp_log(pts: &[(f64, f64)], n: f64) -> f64 {
+    match pts {
+        [] => 0.0,
+        [(_, y)] => *y,
+        _ => {
+            let x = n.max(1.0).ln();
+            let i = pts.windows(2).position(|w| x <= w[1].0.ln()).unwrap_or(pts.len() - 2);
+            let (x0, y0) = (pts[i].0.ln(), pts[i].1);
+            let (x1, y1) = (pts[i + 1].0.ln(), pts[i + 1].1);
+            if (x1 - x0).abs() < 1e-12 { y0 } else { y0 + (y1 - y0) * (x - x0) / (x1 - x0) }
+        }
+    }
+}
+
+/// What is asked of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Demand {
+    /// Enrolled identities.
+    pub identities: f64,
+    /// Fingers enrolled per identity.
+    pub fingers: f64,
+    /// Average searches per second.
+    pub rate: f64,
+    /// Peak searches per second.
+    pub peak: f64,
+    /// Latency target, seconds.
+    pub latency_s: f64,
+    /// Fingers per search probe (10: ten-prints; 1: single fingers).
+    pub probe_fingers: f64,
+}
+
+/// The machines on offer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    /// CPU cores per node.
+    pub cores: f64,
+    /// RAM per node, bytes.
+    pub ram_bytes: f64,
+    /// Disk per node, bytes.
+    pub disk_bytes: f64,
+    /// GPUs per node (0: CPU re-scoring).
+    pub gpus: f64,
+    /// Replicas per group.
+    pub replicas: f64,
+    /// Virtual groups.
+    pub groups: f64,
+    /// Cores one search may use on a node.
+    pub cores_per_search: f64,
+    /// Highest planned utilisation.
+    pub max_utilisation: f64,
+}
+
+impl Default for NodeSpec {
+    fn default() -> NodeSpec {
+        NodeSpec {
+            cores: 64.0,
+            ram_bytes: 512.0 * (1u64 << 30) as f64,
+            disk_bytes: 8.0e12,
+            gpus: 0.0,
+            replicas: 2.0,
+            groups: 1024.0,
+            cores_per_search: 8.0,
+            max_utilisation: 0.7,
+        }
+    }
+}
+
+/// The model's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sizing {
+    /// Nodes needed, and what decided it.
+    pub nodes: f64,
+    /// "memory", "disk", "cpu (peak)" or "gpu (peak)".
+    pub bound_by: String,
+    /// Nodes each bound asks for: memory, disk, cpu, gpu.
+    pub nodes_by: [f64; 4],
+    /// RAM needed in all (resident part), bytes.
+    pub ram_bytes: f64,
+    /// Disk in all, bytes.
+    pub disk_bytes: f64,
+    /// GPUs in all.
+    pub gpus: f64,
+    /// Fingers per partition (group × position).
+    pub partition: f64,
+    /// Core-seconds one search costs: candidate stage, re-scoring, fixed.
+    pub core_s: [f64; 3],
+    /// Utilisation at the average and the peak rate.
+    pub utilisation: [f64; 2],
+    /// Expected latency at the average and the peak rate, seconds.
+    pub latency_s: [f64; 2],
+    /// Whether the peak latency meets the target.
+    pub meets_target: bool,
+    /// Candidate-stage mate recall at the partition size, when measured.
+    pub recall: Option<f64>,
+}
+
+/// Sizes a cluster for `d` with nodes like `spec`, from profile `p`.
+pub fn size(p: &Profile, d: &Demand, spec: &NodeSpec) -> Sizing {
+    let fingers = d.identities * d.fingers;
+    let stored = fingers * spec.replicas;
+    let partition = fingers / (spec.groups * 10.0);
+    // Known positions: each probe finger searches its position in every group.
+    let cand = d.probe_fingers * spec.groups * p.candidate_at(partition);
+    let comparisons = if d.probe_fingers > 1.0 { p.comparisons_tenprint } else { p.comparisons_single };
+    let gpu_rate = p.gpu_matches_per_s.filter(|_| spec.gpus > 0.0);
+    let rescore_core = if gpu_rate.is_some() { 0.0 } else { comparisons / p.cpu_matches_per_core_s };
+    let core_s = [cand, rescore_core, p.fixed_core_s];
+    let per_search: f64 = core_s.iter().sum();
+    let ram = stored * p.resident_bytes_per_finger;
+    let disk = stored * p.disk_bytes_per_finger;
+    let by_mem = (ram / (spec.ram_bytes * 0.8)).ceil();
+    let by_disk = (disk / (spec.disk_bytes * 0.8)).ceil();
+    let by_cpu = (d.peak * per_search / (spec.cores * spec.max_utilisation)).ceil();
+    let by_gpu = match gpu_rate {
+        Some(g) => (d.peak * comparisons / (g * spec.gpus * spec.max_utilisation)).ceil(),
+        None => 0.0,
+    };
+    let nodes_by = [by_mem, by_disk, by_cpu, by_gpu];
+    let min_nodes = spec.replicas.max(1.0);
+    let nodes = nodes_by.iter().copied().fold(min_nodes, f64::max);
+    let bound_by = ["memory", "disk", "cpu (peak)", "gpu (peak)"]
+        [nodes_by.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)]
+    .to_string();
+    let util = |rate: f64| rate * per_search / (nodes * spec.cores);
+    let utilisation = [util(d.rate), util(d.peak)];
+    // Service time of one search: every node works its share of the groups
+    // in parallel, on the cores one search may use.
+    let service = (cand / nodes + rescore_core / nodes.min(spec.groups)) / spec.cores_per_search.max(1.0)
+        + gpu_rate.map_or(0.0, |g| comparisons / g)
+        + p.fixed_core_s;
+    let wait = |rho: f64| if rho >= 1.0 { f64::INFINITY } else { service / (1.0 - rho) };
+    let latency_s = [wait(utilisation[0]), wait(utilisation[1])];
+    Sizing {
+        nodes,
+        bound_by,
+        nodes_by,
+        ram_bytes: ram,
+        disk_bytes: disk,
+        gpus: nodes * spec.gpus,
+        partition,
+        core_s,
+        utilisation,
+        latency_s,
+        meets_target: latency_s[1] <= d.latency_s,
+        recall: p.recall_at(partition),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile() -> Profile {
+        Profile {
+            measured_on: "test".into(),
+            resident_bytes_per_finger: 1200.0,
+            disk_bytes_per_finger: 14_000.0,
+            candidate_s: vec![(1e4, 1e-4), (1e5, 2e-4), (1e6, 3e-4)],
+            cpu_matches_per_core_s: 120_000.0,
+            gpu_matches_per_s: Some(40e6),
+            comparisons_single: 100.0,
+            comparisons_tenprint: 1700.0,
+            fixed_core_s: 0.002,
+            recall: vec![(1e5, 0.9), (1e6, 0.85)],
+        }
+    }
+
+    #[test]
+    fn interpolation_is_in_log_size_and_extrapolates() {
+        let p = profile();
+        assert!((p.candidate_at(1e5) - 2e-4).abs() < 1e-12);
+        assert!((p.candidate_at(10f64.powf(5.5)) - 2.5e-4).abs() < 1e-9);
+        assert!((p.candidate_at(1e7) - 4e-4).abs() < 1e-9, "extrapolated along the last segment");
+        assert!((p.recall_at(1e7).unwrap() - 0.80).abs() < 1e-9);
+    }
+
+    #[test]
+    fn more_load_needs_more_nodes_and_memory_binds_big_galleries() {
+        let p = profile();
+        let d = Demand { identities: 3e8, fingers: 10.0, rate: 5.0, peak: 50.0, latency_s: 10.0, probe_fingers: 10.0 };
+        let s = size(&p, &d, &NodeSpec::default());
+        assert!(s.nodes >= s.nodes_by[0] && s.nodes >= s.nodes_by[2]);
+        assert!((s.ram_bytes - 3e9 * 2.0 * 1200.0).abs() < 1.0);
+        let heavier = Demand { peak: 500.0, ..d.clone() };
+        assert!(size(&p, &heavier, &NodeSpec::default()).nodes >= s.nodes);
+        assert!(s.latency_s[0] <= s.latency_s[1]);
+        let gpu = size(&p, &d, &NodeSpec { gpus: 8.0, ..NodeSpec::default() });
+        assert_eq!(gpu.core_s[1], 0.0, "re-scoring moves to the GPUs");
+    }
+}

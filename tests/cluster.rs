@@ -1,0 +1,543 @@
+//! A cluster on loopback, every part real: an etcd server, three `whorl
+//! serve` node processes (groups of 2 replicas), `whorl route` processes,
+//! and a single `whorl serve` holding the same gallery for reference.
+//!
+//! * The cluster answers exactly as one node holding the same gallery
+//!   (ranked subjects, fused scores to the bit, decisions), for mated and
+//!   non-mated, single-finger and ten-print probes.
+//! * Enrolled through a router: found at once through another; deleted: gone.
+//! * A node SIGKILLed while searches and enrolments stream: no search
+//!   fails or comes back partial, no acknowledged enrolment is lost, and
+//!   the restarted node catches up and serves again.
+//! * Both replicas of a group down: partial answers with the right share,
+//!   or UNAVAILABLE when complete answers are required.
+//! * etcd stopped mid-run: searching goes on; a router restarted; a node
+//!   frozen with SIGSTOP: searches still answer (hedged to its replicas).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tonic::Code;
+use whorl::cluster::local_etcd::{self, LocalEtcd};
+use whorl::cluster::peer::Peers;
+use whorl::cluster::store::Store;
+use whorl::server::client::{self, ClientOptions, Clients};
+use whorl::server::pb;
+use whorl::synth::{Subjects, Synth, SynthParams};
+use whorl::template::{self, Format, Template};
+
+const GROUPS: u32 = 8;
+const FINGERS: u32 = 10;
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("whorl-cluster-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn population() -> Subjects {
+    Subjects::new(Synth::new(SynthParams::default(), 44), FINGERS)
+}
+
+fn iso(t: &Template) -> Vec<u8> {
+    template::write(std::slice::from_ref(t), Format::Iso2005).unwrap()
+}
+
+/// A child process, killed when dropped; its stderr in a log file.
+struct Proc {
+    child: Option<Child>,
+    log: PathBuf,
+    args: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(log: &Path, args: &[&str]) -> Proc {
+        let f = std::fs::File::create(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_whorl"))
+            .args(args)
+            .env("WHORL_LOG", "info,whorl::cluster=debug")
+            .env("XDG_RUNTIME_DIR", "/tmp")
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Proc { child: Some(child), log: log.to_path_buf(), args: args.iter().map(|s| s.to_string()).collect() }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let log = self.log.with_extension(format!(
+            "{}.log",
+            std::process::id() % 1000 + Instant::now().elapsed().as_nanos() as u32 % 7
+        ));
+        let again = Proc::spawn(&log, &args);
+        *self = Proc { log: self.log.clone(), ..again };
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Cluster {
+    etcd: LocalEtcd,
+    dir: PathBuf,
+    name: String,
+    nodes: Vec<Proc>,
+    node_ids: Vec<String>,
+    routers: Vec<(Proc, String)>,
+}
+
+impl Cluster {
+    /// etcd, `whorl cluster init`, three nodes, one router; waits until ready.
+    async fn start(name: &str) -> Option<Cluster> {
+        let etcd = local_etcd::for_tests(name)?;
+        let dir = tempdir(name);
+        let ids: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_whorl"))
+            .args(["cluster", "init", "--etcd", &etcd.url, "--cluster", name, "--groups", &GROUPS.to_string()])
+            .args([
+                "--replicas",
+                "2",
+                "--nodes",
+                &ids.join(","),
+                "--gallery",
+                "main:default:notify",
+                "--gallery",
+                "other",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cluster init: {}", String::from_utf8_lossy(&out.stderr));
+        let mut nodes = Vec::new();
+        for id in &ids {
+            let p = port();
+            let cfg = dir.join(format!("{id}.toml"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[server]\nlisten = \"127.0.0.1:{p}\"\nworkers = 1\n\n[cluster]\nname = \"{name}\"\netcd = [\"{}\"]\nnode_id = \"{id}\"\ndata_dir = \"{}\"\n\n[backend]\nchoice = \"cpu\"\n",
+                    etcd.url,
+                    dir.join(id).display()
+                ),
+            )
+            .unwrap();
+            nodes.push(Proc::spawn(&dir.join(format!("{id}.log")), &["serve", "--config", cfg.to_str().unwrap()]));
+        }
+        let mut c = Cluster { etcd, dir, name: name.to_string(), nodes, node_ids: ids, routers: Vec::new() };
+        c.add_router();
+        c.wait_healthy(Duration::from_secs(120)).await;
+        Some(c)
+    }
+
+    fn add_router(&mut self) -> String {
+        let p = port();
+        let cfg = self.dir.join(format!("router{}.toml", self.routers.len()));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{p}\"\n\n[router]\nname = \"{}\"\netcd = [\"{}\"]\nhedge_min_ms = 30\n\n[notifications]\ndir = \"{}\"\n",
+                self.name,
+                self.etcd.url,
+                self.dir.join("events").display()
+            ),
+        )
+        .unwrap();
+        let log = self.dir.join(format!("router{}.log", self.routers.len()));
+        let proc = Proc::spawn(&log, &["route", "--config", cfg.to_str().unwrap()]);
+        let url = format!("http://127.0.0.1:{p}");
+        self.routers.push((proc, url.clone()));
+        url
+    }
+
+    async fn store(&self) -> Arc<Store> {
+        Store::connect(std::slice::from_ref(&self.etcd.url), &self.name).await.unwrap()
+    }
+
+    /// Until every group of every gallery is ready on both replicas and has a primary.
+    async fn wait_healthy(&self, limit: Duration) {
+        let t0 = Instant::now();
+        let store = self.store().await;
+        let peers = Peers::new(None).unwrap();
+        loop {
+            let st = whorl::cluster::admin::status(&store.map(), &peers, true).await;
+            if st.nodes.len() == 3
+                && st.nodes.iter().all(|n| n.up)
+                && st.unavailable.is_empty()
+                && st.degraded.is_empty()
+                && st.leaderless.is_empty()
+            {
+                return;
+            }
+            if t0.elapsed() > limit {
+                for n in &self.nodes {
+                    eprintln!("--- {}\n{}", n.log.display(), n.log_text());
+                }
+                panic!("the cluster did not become healthy: {st:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn client(&self, router: usize) -> Clients {
+        let url = &self.routers[router].1;
+        let t0 = Instant::now();
+        loop {
+            match client::connect(url, &ClientOptions::default()).await {
+                Ok(c) => return c,
+                Err(e) if t0.elapsed() < Duration::from_secs(30) => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("router {url}: {e}\n{}", self.routers[router].0.log_text()),
+            }
+        }
+    }
+
+    /// The two nodes holding `group`.
+    async fn holders(&self, group: u32) -> Vec<usize> {
+        let m = self.store().await.map();
+        m.replicas(group).iter().map(|n| self.node_ids.iter().position(|x| x == n).unwrap()).collect()
+    }
+}
+
+fn enroll_req(gallery: &str, s: u64, fingers: &[Template]) -> pb::EnrollRequest {
+    pb::EnrollRequest {
+        subject_id: Subjects::id(s),
+        templates: fingers.iter().map(|t| client::finger(iso(t))).collect(),
+        labels: [("priority".to_string(), (s % 4).to_string())].into(),
+        gallery: gallery.into(),
+        ..Default::default()
+    }
+}
+
+fn identify_req(fingers: &[Template], partial: bool) -> pb::IdentifyRequest {
+    pb::IdentifyRequest {
+        probe: Some(client::probe(fingers.iter().map(iso).collect())),
+        max_candidates: 10,
+        allow_partial: partial,
+        ..Default::default()
+    }
+}
+
+async fn enroll_until_ok(c: &mut Clients, r: pb::EnrollRequest) {
+    let t0 = Instant::now();
+    loop {
+        match c.gallery.enroll(r.clone()).await {
+            Ok(_) => return,
+            Err(s) if s.code() == Code::Unavailable && t0.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => panic!("enrolling {}: {s:?}", r.subject_id),
+        }
+    }
+}
+
+/// What must agree between the cluster and the reference.
+fn summary(r: &pb::IdentifyResponse) -> (i32, Vec<(String, u64, bool)>, u64) {
+    (
+        r.decision,
+        r.candidates.iter().map(|c| (c.subject_id.clone(), c.fused_score.to_bits(), c.hit)).collect(),
+        r.operating_point.as_ref().map_or(0, |o| o.gallery_subjects),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_answers_as_one_node_and_enrolments_and_deletions_are_seen_at_once() {
+    let Some(mut cl) = Cluster::start("equal").await else { return };
+    let pop = population();
+    const SUBJECTS: u64 = 240;
+    // The reference: one ordinary server holding the same subjects.
+    let ref_dir = cl.dir.join("reference");
+    whorl::gallery::Gallery::create(&ref_dir, &whorl::embed::Embedder::default(), &whorl::mcc::Matcher::default())
+        .unwrap();
+    let ref_port = port();
+    let _reference = Proc::spawn(
+        &cl.dir.join("reference.log"),
+        &[
+            "serve",
+            "--gallery",
+            ref_dir.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{ref_port}"),
+            "--backend",
+            "cpu",
+            "--workers",
+            "1",
+        ],
+    );
+    let mut r = cl.client(0).await;
+    let mut one = {
+        let t0 = Instant::now();
+        loop {
+            if let Ok(c) = client::connect(&format!("http://127.0.0.1:{ref_port}"), &ClientOptions::default()).await {
+                break c;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "the reference server did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    for s in 0..SUBJECTS {
+        let fingers = pop.templates(s, 0);
+        enroll_until_ok(&mut r, enroll_req("main", s, &fingers)).await;
+        enroll_until_ok(&mut one, enroll_req("", s, &fingers)).await;
+    }
+    // 100 mated and 100 non-mated probes, one finger and ten.
+    let mut compared = 0;
+    for (s, fingers_in_probe) in (0..100).chain(SUBJECTS + 1000..SUBJECTS + 1100).flat_map(|s| [(s, 1usize), (s, 10)]) {
+        let probe: Vec<Template> = pop.templates(s, 1).into_iter().take(fingers_in_probe).collect();
+        let a = r.identification.identify(identify_req(&probe, false)).await.unwrap().into_inner();
+        let b = one.identification.identify(identify_req(&probe, false)).await.unwrap().into_inner();
+        assert_eq!(summary(&a), summary(&b), "subject {s}, {fingers_in_probe} finger(s)");
+        assert!(!a.partial);
+        if s < 100 && fingers_in_probe == 10 {
+            assert_eq!(a.candidates[0].subject_id, Subjects::id(s), "ten-print mate ranked first");
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 400);
+    // Enrolled through one router, found through another at once; deleted: gone.
+    let url2 = cl.add_router();
+    let mut r2 = cl.client(1).await;
+    let newcomer = Subjects::new(Synth::new(SynthParams::default(), 4242), FINGERS);
+    let fingers = newcomer.templates(7, 0);
+    let mut req = enroll_req("main", 0, &fingers);
+    req.subject_id = "NEW-7".into();
+    enroll_until_ok(&mut r, req).await;
+    let probe = newcomer.templates(7, 1);
+    let got = r2.identification.identify(identify_req(&probe, false)).await.unwrap().into_inner();
+    assert_eq!(got.candidates[0].subject_id, "NEW-7", "via {url2}");
+    assert_eq!(got.decision, pb::Decision::Hit as i32);
+    let subj = r2
+        .gallery
+        .get_subject(pb::GetSubjectRequest { subject_id: "NEW-7".into(), gallery: "main".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(subj.fingers.len(), FINGERS as usize);
+    r.gallery.delete(pb::DeleteRequest { subject_id: "NEW-7".into(), gallery: "main".into() }).await.unwrap();
+    let got = r2.identification.identify(identify_req(&probe, false)).await.unwrap().into_inner();
+    assert!(got.candidates.iter().all(|c| c.subject_id != "NEW-7"));
+    let e = r2
+        .gallery
+        .get_subject(pb::GetSubjectRequest { subject_id: "NEW-7".into(), gallery: "main".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // Stats through the router count the cluster's subjects.
+    let st = r.gallery.stats(pb::StatsRequest { gallery: "main".into() }).await.unwrap().into_inner();
+    assert_eq!(st.subjects, SUBJECTS);
+    drop(cl.routers.pop());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_nothing_and_both_replicas_down_is_partial_or_unavailable() {
+    let Some(mut cl) = Cluster::start("faults").await else { return };
+    let pop = population();
+    let mut r = cl.client(0).await;
+    const SUBJECTS: u64 = 120;
+    for s in 0..SUBJECTS {
+        enroll_until_ok(&mut r, enroll_req("main", s, &pop.templates(s, 0)[..4])).await;
+    }
+    // Searches and enrolments stream while node 1 is SIGKILLed and restarted.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let searched = Arc::new(AtomicU64::new(0));
+    let searcher = {
+        let (mut c, stop, failed, searched) = (cl.client(0).await, stop.clone(), failed.clone(), searched.clone());
+        tokio::spawn(async move {
+            let pop = population();
+            let mut s = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let probe = pop.templates(s % SUBJECTS, 1);
+                match c.identification.identify(identify_req(&probe[..2], false)).await {
+                    Ok(r)
+                        if !r.partial
+                            && r.candidates.first().is_some_and(|x| x.subject_id == Subjects::id(s % SUBJECTS)) => {}
+                    other => {
+                        eprintln!("search {s} during the kill: {other:?}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                searched.fetch_add(1, Ordering::Relaxed);
+                s += 1;
+            }
+        })
+    };
+    let enroller = {
+        let (mut c, stop) = (cl.client(0).await, stop.clone());
+        tokio::spawn(async move {
+            let pop = Subjects::new(Synth::new(SynthParams::default(), 99), FINGERS);
+            let mut acked = Vec::new();
+            let mut refused = 0;
+            let mut s = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut req = enroll_req("main", s, &pop.templates(s, 0)[..2]);
+                req.subject_id = format!("LIVE-{s}");
+                match c.gallery.enroll(req).await {
+                    Ok(_) => acked.push(format!("LIVE-{s}")),
+                    Err(st) => {
+                        assert!(matches!(st.code(), Code::Unavailable | Code::AlreadyExists), "{st:?}");
+                        refused += 1;
+                    }
+                }
+                s += 1;
+            }
+            (acked, refused)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cl.nodes[1].signal("KILL");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cl.nodes[1].restart();
+    cl.wait_healthy(Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    searcher.await.unwrap();
+    let (acked, refused) = enroller.await.unwrap();
+    eprintln!(
+        "{} searches ({} failed), {} enrolments acknowledged, {refused} refused while a node was away",
+        searched.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        acked.len()
+    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "a search failed or was partial while one node was down");
+    assert!(!acked.is_empty());
+    // Every acknowledged enrolment is on both replicas: ask each node directly.
+    let store = cl.store().await;
+    let map = store.map();
+    let peers = Peers::new(None).unwrap();
+    for id in &acked {
+        let g = whorl::groups::group_of(id, GROUPS);
+        for n in map.replicas(g) {
+            let mut c = peers.node(&map.nodes[n].addr).unwrap();
+            let look = c
+                .lookup(whorl::cluster::pb::LookupRequest {
+                    gallery: "main".into(),
+                    group: g,
+                    subject: id.clone(),
+                    include_templates: false,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(look.found, "acknowledged {id} missing on replica {n} of group {g}");
+        }
+    }
+    // Both replicas of one group down: partial (with the right share) or UNAVAILABLE.
+    let group = 0;
+    let holders = cl.holders(group).await;
+    let lost: u64 = (0..SUBJECTS).filter(|s| whorl::groups::group_of(&Subjects::id(*s), GROUPS) == group).count()
+        as u64
+        + acked.iter().filter(|id| whorl::groups::group_of(id, GROUPS) == group).count() as u64;
+    let total = SUBJECTS + acked.len() as u64;
+    for &h in &holders {
+        cl.nodes[h].signal("KILL");
+    }
+    let probe = pop.templates(1, 1);
+    let t0 = Instant::now();
+    let partial = loop {
+        let e = r.identification.identify(identify_req(&probe[..1], false)).await;
+        if let Err(s) = &e
+            && s.code() == Code::Unavailable
+        {
+            let p = r.identification.identify(identify_req(&probe[..1], true)).await.unwrap().into_inner();
+            break p;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "a group with no replica must not be searched silently: {e:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(partial.partial);
+    let want = (total - lost) as f64 / total as f64;
+    let got = partial.galleries[0].searched_fraction;
+    assert!((got - want).abs() < 1e-9, "searched fraction {got}, expected {want}");
+    let _ = BTreeMap::<u8, u8>::new();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_away_a_router_restarted_and_a_frozen_node_do_not_stop_searches() {
+    let Some(mut cl) = Cluster::start("outages").await else { return };
+    let pop = population();
+    let mut r = cl.client(0).await;
+    for s in 0..60 {
+        enroll_until_ok(&mut r, enroll_req("main", s, &pop.templates(s, 0)[..2])).await;
+    }
+    let search = |c: &mut Clients, s: u64| {
+        let probe = pop.templates(s, 1);
+        let mut c = c.clone();
+        async move {
+            let mut req = tonic::Request::new(identify_req(&probe[..2], false));
+            req.set_timeout(Duration::from_secs(10));
+            c.identification.identify(req).await.map(|r| r.into_inner())
+        }
+    };
+    // etcd stopped: the last known map serves.
+    cl.etcd.stop();
+    for s in 0..20 {
+        let a = search(&mut r, s).await.unwrap();
+        assert_eq!(a.candidates[0].subject_id, Subjects::id(s), "etcd down");
+    }
+    cl.etcd.restart().unwrap();
+    // A router killed and started again.
+    cl.routers[0].0.restart();
+    let mut r = cl.client(0).await;
+    for s in 20..30 {
+        let t0 = Instant::now();
+        loop {
+            match search(&mut r, s).await {
+                Ok(a) => {
+                    assert_eq!(a.candidates[0].subject_id, Subjects::id(s));
+                    break;
+                }
+                Err(e) if t0.elapsed() < Duration::from_secs(30) => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("after the router restart: {e:?}"),
+            }
+        }
+    }
+    // A node frozen: every search still answers, hedged to the other replicas.
+    cl.nodes[2].signal("STOP");
+    for s in 30..50 {
+        let a = search(&mut r, s).await.unwrap();
+        assert!(!a.partial);
+        assert_eq!(a.candidates[0].subject_id, Subjects::id(s), "node frozen");
+    }
+    cl.nodes[2].signal("CONT");
+    let text = cl.routers[0].0.log_text();
+    assert!(text.contains("hedging") || text.contains("retrying"), "the router never hedged around the frozen node");
+}
