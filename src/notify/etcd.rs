@@ -166,15 +166,16 @@ impl EventStore for EtcdStore {
         r.kvs().iter().map(|kv| serde_json::from_slice(kv.value()).map_err(err)).collect()
     }
 
-    async fn wait(&self, gallery: &str, after: u64, timeout: Duration) {
+    async fn wait(&self, cursors: &[(String, u64)], timeout: Duration) {
         let mut c = self.client.clone();
-        let prefix = self.key(&format!("events/{gallery}/e/"));
-        let Ok(mut stream) = c.watch(prefix, Some(WatchOptions::new().with_prefix())).await else {
+        let Ok(mut stream) = c.watch(self.key("events/"), Some(WatchOptions::new().with_prefix())).await else {
             tokio::time::sleep(timeout.min(Duration::from_millis(200))).await;
             return;
         };
-        if self.read(gallery, after, 1).await.is_ok_and(|v| !v.is_empty()) {
-            return;
+        for (g, after) in cursors {
+            if self.read(g, *after, 1).await.is_ok_and(|v| !v.is_empty()) {
+                return;
+            }
         }
         let _ = tokio::time::timeout(timeout, stream.message()).await;
     }

@@ -220,11 +220,13 @@ impl EventStore for FileStore {
             .unwrap_or_default())
     }
 
-    async fn wait(&self, gallery: &str, after: u64, timeout: Duration) {
+    async fn wait(&self, cursors: &[(String, u64)], timeout: Duration) {
         let notified = self.arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let have = self.lock().ok().and_then(|i| i.logs.get(gallery).map(|l| l.next > after + 1)).unwrap_or(false);
+        let have = self.lock().ok().is_some_and(|i| {
+            cursors.iter().any(|(g, after)| i.logs.get(g).is_some_and(|l| l.next > after + 1))
+        });
         if !have {
             let _ = tokio::time::timeout(timeout, notified).await;
         }

@@ -143,8 +143,9 @@ pub trait EventStore: Send + Sync {
     async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<HitEvent>, NotifyError>;
     /// Events of `gallery` after sequence `after`, oldest first, at most `limit`.
     async fn read(&self, gallery: &str, after: u64, limit: usize) -> Result<Vec<HitEvent>, NotifyError>;
-    /// Waits until `gallery` holds an event after `after`, or `timeout`.
-    async fn wait(&self, gallery: &str, after: u64, timeout: Duration);
+    /// Waits until some gallery of `cursors` holds an event after its
+    /// sequence, or `timeout`.
+    async fn wait(&self, cursors: &[(String, u64)], timeout: Duration);
     /// Acknowledges events up to `sequence` of `gallery` for `subscriber`;
     /// returns the acknowledged sequence now (it never goes back).
     async fn ack(&self, subscriber: &str, gallery: &str, sequence: u64) -> Result<u64, NotifyError>;
@@ -214,7 +215,7 @@ pub(crate) mod suite {
         assert_eq!(bl["imm"].subscribers["agency"].0, 1);
         // A waiter wakes on a new event.
         let t0 = std::time::Instant::now();
-        s.wait("imm", 3, Duration::from_millis(50)).await;
+        s.wait(&[("imm".into(), 3), ("crim".into(), 1)], Duration::from_millis(50)).await;
         assert!(t0.elapsed() >= Duration::from_millis(40));
         assert!(Filter { labels: vec![], min_priority: 3 }.accepts(&all[0]));
         assert!(!Filter { labels: vec![], min_priority: 3 }.accepts(&all[1]));
