@@ -137,6 +137,7 @@ async fn mates_found_ten_prints_beat_one_enrol_and_delete_take_effect() {
             subject_id: "new-subject".into(),
             templates: t0.iter().map(|t| client::finger(iso(t))).collect(),
             labels: [("list".to_string(), "watch".to_string())].into(),
+            replace: false,
         })
         .await
         .unwrap()
@@ -319,6 +320,7 @@ async fn bad_input_tokens_roles_and_deadlines_get_their_codes() {
             subject_id: "x".into(),
             templates: vec![client::finger(good.clone())],
             labels: Default::default(),
+            replace: false,
         })
         .await
         .unwrap_err();
@@ -356,6 +358,7 @@ async fn bad_input_tokens_roles_and_deadlines_get_their_codes() {
             subject_id: String::new(),
             templates: vec![client::finger(good.clone())],
             labels: Default::default(),
+            replace: false,
         })
         .await
         .unwrap_err();
@@ -366,6 +369,7 @@ async fn bad_input_tokens_roles_and_deadlines_get_their_codes() {
             subject_id: "y".into(),
             templates: vec![client::finger(vec![1, 2, 3])],
             labels: Default::default(),
+            replace: false,
         })
         .await
         .unwrap_err();

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Audit trail (JSON lines).
     #[arg(long, env = "WHORL_AUDIT")]
     audit: Option<PathBuf>,
+    /// Serve beyond loopback without authentication: every caller on the
+    /// network may enrol, delete and read templates. Refused without this.
+    #[arg(long)]
+    dangerously_allow_unauthenticated_network: bool,
 }
 
 impl ServeArgs {
@@ -80,6 +84,9 @@ impl ServeArgs {
         }
         if self.audit.is_some() {
             c.audit.path = self.audit;
+        }
+        if self.dangerously_allow_unauthenticated_network {
+            c.server.dangerously_allow_unauthenticated_network = true;
         }
         c.check()?;
         Ok(c)
@@ -306,6 +313,9 @@ pub struct EnrollArgs {
     /// Template files of the subject's fingers.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// Replace the subject if it is enrolled (else: ALREADY_EXISTS).
+    #[arg(long)]
+    replace: bool,
 }
 
 pub fn enroll(a: EnrollArgs) -> Result<()> {
@@ -319,7 +329,7 @@ pub fn enroll(a: EnrollArgs) -> Result<()> {
         let templates = read_records(&a.files)?.into_iter().map(client::finger).collect();
         let r = c
             .gallery
-            .enroll(pb::EnrollRequest { subject_id: a.subject.clone(), templates, labels })
+            .enroll(pb::EnrollRequest { subject_id: a.subject.clone(), templates, labels, replace: a.replace })
             .await
             .map_err(status)?
             .into_inner();
@@ -364,6 +374,8 @@ enum ShardsCmd {
     Unload { name: String },
     /// Gallery and server statistics.
     Stats,
+    /// Fold the server's write-ahead log into shards (the server compacts its own gallery).
+    Compact,
 }
 
 pub fn shards(a: ShardsArgs) -> Result<()> {
@@ -401,6 +413,10 @@ pub fn shards(a: ShardsArgs) -> Result<()> {
             ShardsCmd::Stats => {
                 let s = c.gallery.stats(pb::StatsRequest {}).await.map_err(status)?.into_inner();
                 println!("{s:#?}");
+            }
+            ShardsCmd::Compact => {
+                let r = c.gallery.compact(pb::CompactRequest {}).await.map_err(status)?.into_inner();
+                println!("{r:#?}");
             }
         }
         Ok(())

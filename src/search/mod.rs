@@ -17,13 +17,20 @@
 //! ```
 //!
 //! A search holds one gallery [`Snapshot`] from start to end, so shards
-//! attached, detached or compacted meanwhile never mix into one reply.
+//! attached, detached or compacted meanwhile never mix into one reply. Its
+//! [`Query::cancel`] (deadline, caller gone) is checked inside every long
+//! stage: between minutiae while the probe's cylinders are made, before
+//! each shard partition and every few thousand templates of an exact scan,
+//! and between comparisons (CPU) or batches (GPU) while re-scoring; a
+//! stopped search ends with [`SearchError::Deadline`] or
+//! [`SearchError::Cancelled`] naming the stage.
 //! [`Searcher::identify`] is synchronous and parallel (rayon); the server
 //! runs it off its async runtime.
 
 pub mod fusion;
 pub mod impostor;
 
+use crate::cancel::{Cancel, Stop};
 use crate::embed::dot;
 use crate::gallery::{Gallery, LoadedShard, Snapshot};
 use crate::mcc::{Prepared, PreparedRef, ScoreParts};
@@ -92,8 +99,8 @@ pub struct Query {
     pub decision: Option<Decision>,
     /// Only subjects carrying every one of these labels.
     pub labels: Vec<(String, String)>,
-    /// Give up after this instant.
-    pub deadline: Option<Instant>,
+    /// Stop (deadline passed, caller gone): checked inside every long stage.
+    pub cancel: Cancel,
 }
 
 /// One probe finger's comparison with a candidate subject.
@@ -171,9 +178,12 @@ pub enum SearchError {
     /// The request is malformed (names the finger and the problem).
     #[error("{0}")]
     Invalid(String),
-    /// The deadline passed (names the stage reached).
-    #[error("deadline exceeded {0}")]
+    /// The deadline passed (names the stage where the work stopped).
+    #[error("deadline exceeded in stage {0}")]
     Deadline(String),
+    /// The caller went away (names the stage where the work stopped).
+    #[error("cancelled in stage {0}")]
+    Cancelled(String),
     /// No such subject.
     #[error("not found: {0}")]
     NotFound(String),
@@ -313,14 +323,14 @@ impl Searcher {
         }
     }
 
-    fn prepare(&self, fingers: &[Template]) -> Vec<Prepped> {
+    fn prepare(&self, fingers: &[Template], cancel: &Cancel) -> Result<Vec<Prepped>, SearchError> {
         let (matcher, embedder) = (self.gallery.matcher(), self.gallery.embedder());
         fingers
             .par_iter()
-            .map(|t| Prepped {
-                prepared: matcher.prepare(t),
-                embedding: embedder.embed(t),
-                position: t.finger_position,
+            .map(|t| {
+                let prepared = matcher.prepare_until(t, cancel).map_err(|e| stopped(e, "prepare"))?;
+                cancel.check().map_err(|e| stopped(e, "prepare"))?;
+                Ok(Prepped { prepared, embedding: embedder.embed(t), position: t.finger_position })
             })
             .collect()
     }
@@ -336,31 +346,25 @@ impl Searcher {
                 return Err(SearchError::Invalid(format!("label filter: empty key (value '{v}')")));
             }
         }
-        let deadline = |stage: &str| -> Result<(), SearchError> {
-            match q.deadline {
-                Some(d) if Instant::now() >= d => Err(SearchError::Deadline(stage.to_string())),
-                _ => Ok(()),
-            }
-        };
-        deadline("before the search started")?;
+        let deadline = |stage: &str| q.cancel.check().map_err(|e| stopped(e, stage));
+        deadline("queue")?;
         let snap = self.gallery.snapshot();
         let mut timings = Timings::default();
 
-        let prepped = self.prepare(&q.fingers);
+        let prepped = self.prepare(&q.fingers, &q.cancel)?;
         timings.prepare = t0.elapsed();
-        deadline("after preparing the probe")?;
 
         let t1 = Instant::now();
-        let lists = self.candidates(&snap, &prepped, &q.labels)?;
+        let lists = self.candidates(&snap, &prepped, &q.labels, &q.cancel)?;
         timings.candidates = t1.elapsed();
-        deadline("after candidate search")?;
+        deadline("candidates")?;
 
         // Round 1: every candidate of every finger.
         let t2 = Instant::now();
         let mut scored: HashMap<(usize, Src), ScoreParts> = HashMap::new();
         let pairs: Vec<(usize, Src)> =
             lists.iter().enumerate().flat_map(|(f, l)| l.iter().map(move |s| (f, *s))).collect();
-        self.rescore(&snap, &prepped, &pairs, &mut scored)?;
+        self.rescore(&snap, &prepped, &pairs, &mut scored, &q.cancel)?;
         // Round 2: the other fingers of the strongest candidate subjects.
         let subjects: Vec<Arc<str>> = {
             let mut seen = HashSet::new();
@@ -382,10 +386,10 @@ impl Searcher {
                 }
             }
         }
-        deadline("after the first re-scoring round")?;
-        self.rescore(&snap, &prepped, &extra, &mut scored)?;
+        deadline("rescore")?;
+        self.rescore(&snap, &prepped, &extra, &mut scored, &q.cancel)?;
         timings.rescore = t2.elapsed();
-        deadline("after re-scoring")?;
+        deadline("rescore")?;
 
         // Fuse per subject.
         let t3 = Instant::now();
@@ -428,6 +432,17 @@ impl Searcher {
         decision: Option<Decision>,
         deadline: Option<Instant>,
     ) -> Result<Reply, SearchError> {
+        self.verify_until(subject, fingers, decision, &Cancel::until(deadline))
+    }
+
+    /// [`Searcher::verify`], stopping when `cancel` says so.
+    pub fn verify_until(
+        &self,
+        subject: &str,
+        fingers: &[Template],
+        decision: Option<Decision>,
+        cancel: &Cancel,
+    ) -> Result<Reply, SearchError> {
         let t0 = Instant::now();
         Self::check_fingers(fingers)?;
         let decision = decision.unwrap_or(Decision::Fpir(self.cfg.default_fpir));
@@ -438,11 +453,8 @@ impl Searcher {
             return Err(SearchError::NotFound(format!("subject '{subject}'")));
         }
         let mut timings = Timings::default();
-        let prepped = self.prepare(fingers);
+        let prepped = self.prepare(fingers, cancel)?;
         timings.prepare = t0.elapsed();
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(SearchError::Deadline("after preparing the probe".into()));
-        }
         let t2 = Instant::now();
         let pairs: Vec<(usize, Src)> = prepped
             .iter()
@@ -452,7 +464,7 @@ impl Searcher {
             })
             .collect();
         let mut scored = HashMap::new();
-        self.rescore(&snap, &prepped, &pairs, &mut scored)?;
+        self.rescore(&snap, &prepped, &pairs, &mut scored, cancel)?;
         timings.rescore = t2.elapsed();
         let t3 = Instant::now();
         let key: Arc<str> = subject.into();
@@ -481,6 +493,7 @@ impl Searcher {
         snap: &Snapshot,
         prepped: &[Prepped],
         labels: &[(String, String)],
+        cancel: &Cancel,
     ) -> Result<Vec<Vec<Src>>, SearchError> {
         let k = self.cfg.candidates_per_finger;
         let ef = self.cfg.ef.max(k);
@@ -499,10 +512,11 @@ impl Searcher {
         let found: Vec<Result<Hits, SearchError>> = tasks
             .par_iter()
             .map(|&(f, at)| {
+                cancel.check().map_err(|e| stopped(e, "candidates"))?;
                 let p = &prepped[f];
                 match at {
                     Some((si, pi)) => {
-                        self.search_partition(snap, &snap.shards[si], si, pi, &p.embedding, labels, k, ef)
+                        self.search_partition(snap, &snap.shards[si], si, pi, &p.embedding, labels, k, ef, cancel)
                     }
                     None => Ok(search_delta(snap, p, labels, k)),
                 }
@@ -536,6 +550,7 @@ impl Searcher {
         labels: &[(String, String)],
         k: usize,
         ef: usize,
+        cancel: &Cancel,
     ) -> Result<Vec<(Src, f32)>, SearchError> {
         let part = &shard.partitions[pi];
         let tombstoned = snap.delta.tombstones.keys().any(|t| shard.by_subject.contains_key(t));
@@ -549,22 +564,24 @@ impl Searcher {
             let dim = shard.shard.embedding().dim as usize;
             let mut row = vec![0f32; dim];
             let all = shard.shard.embeddings_f32();
-            let mut v: Vec<(u32, f32)> = part
-                .ids
-                .iter()
-                .filter(|&&t| !filtered || keep(t))
-                .map(|&t| {
-                    let r = match all {
-                        Some(a) => &a[t as usize * dim..(t as usize + 1) * dim],
-                        None => {
-                            shard.shard.embedding_into(t as usize, &mut row);
-                            crate::embed::normalise(&mut row);
-                            &row[..]
-                        }
-                    };
-                    (t, dot(q, r))
-                })
-                .collect();
+            let mut v: Vec<(u32, f32)> = Vec::with_capacity(part.ids.len());
+            for (n, &t) in part.ids.iter().enumerate() {
+                if n % 4096 == 0 {
+                    cancel.check().map_err(|e| stopped(e, "candidates"))?;
+                }
+                if filtered && !keep(t) {
+                    continue;
+                }
+                let r = match all {
+                    Some(a) => &a[t as usize * dim..(t as usize + 1) * dim],
+                    None => {
+                        shard.shard.embedding_into(t as usize, &mut row);
+                        crate::embed::normalise(&mut row);
+                        &row[..]
+                    }
+                };
+                v.push((t, dot(q, r)));
+            }
             v.sort_by(|a, b| b.1.total_cmp(&a.1));
             v.truncate(k);
             v
@@ -586,6 +603,7 @@ impl Searcher {
         prepped: &[Prepped],
         pairs: &[(usize, Src)],
         out: &mut HashMap<(usize, Src), ScoreParts>,
+        cancel: &Cancel,
     ) -> Result<(), SearchError> {
         if pairs.is_empty() {
             return Ok(());
@@ -598,7 +616,10 @@ impl Searcher {
             queries[f].candidates.push(rescore::Candidate { prepared, location });
             order[f].push(src);
         }
-        let scores = self.rescorer.rescore(&queries).map_err(|e| SearchError::Internal(e.to_string()))?;
+        let scores = self.rescorer.rescore_until(&queries, cancel).map_err(|e| match e {
+            rescore::RescoreError::Stopped(s) => stopped(s, "rescore"),
+            e => SearchError::Internal(e.to_string()),
+        })?;
         for (f, (srcs, sc)) in order.iter().zip(scores).enumerate() {
             for (src, parts) in srcs.iter().zip(sc) {
                 out.insert((f, *src), parts);
@@ -679,6 +700,14 @@ impl Searcher {
         let ln_p = fusion::fuse(&evidence);
         let labels = subject_labels(snap, subject);
         (ln_p, SubjectMatch { subject: subject.to_string(), fused: fusion::decades(ln_p), hit: false, fingers, labels })
+    }
+}
+
+/// The error of work stopped in `stage`.
+fn stopped(s: Stop, stage: &str) -> SearchError {
+    match s {
+        Stop::Deadline => SearchError::Deadline(stage.to_string()),
+        Stop::Cancelled => SearchError::Cancelled(stage.to_string()),
     }
 }
 
