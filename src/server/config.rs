@@ -43,6 +43,7 @@
 //! choice = "auto"                       # cpu | gpu | auto (WHORL_BACKEND overrides)
 //! gpu_resident_mib = 4096
 //! gpu_poll_timeout_ms = 10000           # a GPU batch taking longer: the GPU is dropped, the CPU takes over
+//!                                       # (a software adapter such as lavapipe needs far more)
 //!
 //! [tls]                                 # omit for plaintext (loopback only!)
 //! cert = "server.pem"
