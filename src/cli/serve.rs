@@ -124,7 +124,19 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             running.addr,
             running.metrics_addr.map(|m| format!(", metrics on http://{m}/metrics")).unwrap_or_default()
         );
-        stop_signal().await;
+        // Another process writing the gallery is a reason to stop, not to
+        // wait NOT_SERVING (other open failures keep the port answering).
+        let (stopped, locked) = tokio::select! {
+            _ = stop_signal() => (true, None),
+            r = running.wait_ready(Duration::MAX) => (false, r.err().filter(|e| e.contains("gallery locked"))),
+        };
+        if let Some(e) = locked {
+            running.shutdown().await?;
+            bail!("{e}");
+        }
+        if !stopped {
+            stop_signal().await;
+        }
         eprintln!("whorl: stopping: draining requests");
         running.shutdown().await?;
         eprintln!("whorl: stopped");

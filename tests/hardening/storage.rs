@@ -37,6 +37,10 @@ fn one_writer_per_gallery() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("is in use by") && err.contains(&me), "{args:?}: {err}");
     }
+    // A second server: refused, naming the holder, instead of serving beside it.
+    let out = whorl(&["serve", "--gallery", d, "--listen", "127.0.0.1:0", "--backend", "cpu"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is in use by") && err.contains(&me), "serve: {err}");
     // Read-only tools still work beside the holder.
     assert!(whorl(&["verify", d]).status.success());
     drop(g);
