@@ -69,6 +69,7 @@
 //! and never speak. Parse errors of this file name the line and column but
 //! never echo its text (it holds tokens).
 
+pub use super::limits::LimitsSection;
 use crate::rescore::BackendChoice;
 use crate::search::SearchConfig;
 use serde::{Deserialize, Serialize};
@@ -131,60 +132,6 @@ impl Default for ServerSection {
             max_message_bytes: 4 << 20,
             shutdown_grace_s: 30,
             dangerously_allow_unauthenticated_network: false,
-        }
-    }
-}
-
-/// `[limits]`: what one client may ask of the server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsSection {
-    /// Most minutiae in one finger view (any format).
-    pub max_minutiae_per_view: usize,
-    /// Most minutiae in all views of one request (probe or enrolment).
-    pub max_minutiae_per_probe: usize,
-    /// Most candidates one identification may ask for.
-    pub max_candidates: u32,
-    /// Most labels per subject, and label filters per search.
-    pub max_labels: usize,
-    /// Longest label key or value, bytes.
-    pub max_label_bytes: usize,
-    /// Enrolments and deletions admitted at once; more are shed.
-    pub max_writes_in_flight: usize,
-    /// Open connections; more are closed as they arrive.
-    pub max_connections: usize,
-    /// Seconds a new connection has to start HTTP/2 (or its TLS handshake).
-    pub handshake_timeout_s: u64,
-    /// Seconds without traffic either way after which a connection is closed.
-    pub idle_timeout_s: u64,
-    /// Audit lines per second for refused calls (unauthenticated, denied,
-    /// shed); more are counted into one summary line per second.
-    pub audit_refusals_per_s: u32,
-}
-
-impl Default for LimitsSection {
-    fn default() -> LimitsSection {
-        LimitsSection {
-            max_minutiae_per_view: 255,
-            max_minutiae_per_probe: 1500,
-            max_candidates: 100,
-            max_labels: 32,
-            max_label_bytes: 256,
-            max_writes_in_flight: 4,
-            max_connections: 1024,
-            handshake_timeout_s: 10,
-            idle_timeout_s: 600,
-            audit_refusals_per_s: 20,
-        }
-    }
-}
-
-impl LimitsSection {
-    /// The per-record caps the template parsers apply.
-    pub fn template(&self) -> crate::template::Limits {
-        crate::template::Limits {
-            max_minutiae_per_view: self.max_minutiae_per_view,
-            max_views: crate::gallery::MAX_TEMPLATES,
         }
     }
 }
@@ -390,27 +337,7 @@ impl Config {
     }
 
     fn check_limits(&self) -> Result<(), ConfigError> {
-        let l = &self.limits;
-        let positive = [
-            ("max_minutiae_per_view", l.max_minutiae_per_view as u64),
-            ("max_minutiae_per_probe", l.max_minutiae_per_probe as u64),
-            ("max_candidates", u64::from(l.max_candidates)),
-            ("max_label_bytes", l.max_label_bytes as u64),
-            ("max_writes_in_flight", l.max_writes_in_flight as u64),
-            ("max_connections", l.max_connections as u64),
-            ("handshake_timeout_s", l.handshake_timeout_s),
-            ("idle_timeout_s", l.idle_timeout_s),
-        ];
-        if let Some((k, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(ConfigError::Invalid(format!("limits.{k} must be positive")));
-        }
-        if l.max_label_bytes > crate::gallery::MAX_TEXT {
-            return Err(ConfigError::Invalid(format!(
-                "limits.max_label_bytes {} is over the gallery's {} bytes",
-                l.max_label_bytes,
-                crate::gallery::MAX_TEXT
-            )));
-        }
+        self.limits.check()?;
         if self.backend.gpu_poll_timeout_ms == 0 {
             return Err(ConfigError::Invalid("backend.gpu_poll_timeout_ms must be positive".into()));
         }

@@ -10,7 +10,8 @@
 //! below three quarters), so balancers steer new load elsewhere.
 //!
 //! * [`config`]: the TOML configuration and its checks (it refuses to
-//!   listen beyond loopback without authentication).
+//!   listen beyond loopback without authentication); [`limits`]: what one
+//!   client may ask.
 //! * [`conn`]: accepting connections within limits (count, handshake and
 //!   idle timeouts).
 //! * [`auth`], [`audit`], [`metrics`]: who may call, what was done, how it went.
@@ -28,6 +29,8 @@ pub mod config;
 pub mod conn;
 pub mod convert;
 pub mod engine;
+mod health;
+pub mod limits;
 pub mod loadgen;
 pub mod metrics;
 pub mod pb;
@@ -190,36 +193,8 @@ impl std::fmt::Debug for Running {
     }
 }
 
-const SERVICES: [&str; 3] = ["", "whorl.v1.Identification", "whorl.v1.Gallery"];
-
-/// Health follows saturation: NOT_SERVING while every search slot is taken,
-/// SERVING again once at most three quarters are (hysteresis, so health
-/// does not flap at the edge). Checked every 50 ms.
-async fn watch_saturation(st: Arc<State>, health: tonic_health::server::HealthReporter) {
-    let max = st.engine.max_in_flight();
-    let low = max * 3 / 4;
-    let mut saturated = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let n = st.engine.in_flight();
-        let now = if saturated { n > low } else { n >= max };
-        if now != saturated {
-            saturated = now;
-            st.metrics.set_saturated(now);
-            let status = if now { ServingStatus::NotServing } else { ServingStatus::Serving };
-            if now {
-                tracing::warn!("saturated: {n} of {max} search slots taken; health NOT_SERVING");
-            } else {
-                tracing::info!("no longer saturated ({n} of {max}); health SERVING");
-            }
-            for s in SERVICES {
-                health.set_service_status(s, status).await;
-            }
-        }
-    }
-}
+/// The services health reports on ("" is the server as a whole).
+pub(crate) const SERVICES: [&str; 3] = ["", "whorl.v1.Identification", "whorl.v1.Gallery"];
 
 /// Warns loudly when the configuration serves the network without authentication.
 fn warn_if_exposed(cfg: &Config) {
@@ -316,7 +291,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
                     reporter.set_service_status(s, ServingStatus::Serving).await;
                 }
                 if let Ok(mut w) = watcher2.lock() {
-                    *w = Some(tokio::spawn(watch_saturation(Arc::clone(&st_load), reporter)));
+                    *w = Some(tokio::spawn(health::watch_saturation(Arc::clone(&st_load), reporter)));
                 }
                 // A long log replayed at open: fold it now rather than at the next restart.
                 Services::new(st_load).maybe_compact();

@@ -80,10 +80,10 @@ pub fn request(ts: &[Template]) -> pb::IdentifyRequest {
     }
 }
 
-/// xyt text of `n` minutiae spread at about one per 900 px² (denser than
-/// a real finger: the cylinders' cost grows with the neighbours).
+/// xyt text of `n` minutiae on one finger-sized image (500 px square): the
+/// attacker's record, whose cylinders cost more per minutia as `n` grows.
 pub fn xyt(n: usize, seed: u64) -> Vec<u8> {
-    let side = ((n as f64).sqrt() * 30.0).max(100.0) as u64;
+    let side = 500;
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut next = move || {
         x ^= x << 13;
