@@ -13,6 +13,7 @@
 #[cfg(target_endian = "big")]
 compile_error!("whorl reads little-endian data in place and does not support big-endian targets");
 
+pub mod cancel;
 pub mod cluster;
 pub mod data;
 pub mod embed;

@@ -1,11 +1,15 @@
 //! Re-scoring candidates with the cylinder matcher: one trait, a CPU
 //! backend here, a GPU backend in [`crate::gpu`], and [`AutoRescorer`],
 //! which prefers the GPU and falls back to the CPU (logged) when the GPU is
-//! missing, lost or out of memory. Both backends return the matcher's
-//! integer [`ScoreParts`], so their scores are identical.
+//! missing, lost, out of memory or hung (a batch past its poll timeout).
+//! Both backends return the matcher's integer [`ScoreParts`], so their
+//! scores are identical. [`Rescorer::rescore_until`] stops between
+//! candidates (CPU) or batches (GPU) when the request's [`Cancel`] says so.
 
+use crate::cancel::{Cancel, Stop};
 use crate::mcc::{Matcher, PreparedRef, ScoreParts, Scratch};
 use rayon::prelude::*;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where a candidate's prepared blob lives in a shard (the GPU keeps shards
@@ -66,9 +70,15 @@ pub enum RescoreError {
     /// GPU memory ran out.
     #[error("GPU out of memory: {0}")]
     OutOfMemory(String),
+    /// A GPU batch did not finish within the poll timeout (a hung device).
+    #[error("GPU batch not done after {0:?}: the device is taken out of service")]
+    Timeout(std::time::Duration),
     /// Any other GPU failure.
     #[error("GPU: {0}")]
     Gpu(String),
+    /// The request's deadline passed or its caller went away.
+    #[error("re-scoring stopped: {0}")]
+    Stopped(Stop),
 }
 
 /// Scores queries; implementations must give [`Matcher::score_parts`]'s
@@ -78,6 +88,13 @@ pub trait Rescorer: Send + Sync {
     fn backend(&self) -> Backend;
     /// Scores every candidate of every query, in order.
     fn rescore(&self, queries: &[Query<'_>]) -> Result<Vec<Vec<ScoreParts>>, RescoreError>;
+    /// [`Rescorer::rescore`], stopping with [`RescoreError::Stopped`] when
+    /// `cancel` says so (backends check between pieces of work; this
+    /// default only before starting).
+    fn rescore_until(&self, queries: &[Query<'_>], cancel: &Cancel) -> Result<Vec<Vec<ScoreParts>>, RescoreError> {
+        cancel.check().map_err(RescoreError::Stopped)?;
+        self.rescore(queries)
+    }
 }
 
 impl<T: Rescorer + ?Sized> Rescorer for std::sync::Arc<T> {
@@ -87,6 +104,10 @@ impl<T: Rescorer + ?Sized> Rescorer for std::sync::Arc<T> {
 
     fn rescore(&self, queries: &[Query<'_>]) -> Result<Vec<Vec<ScoreParts>>, RescoreError> {
         (**self).rescore(queries)
+    }
+
+    fn rescore_until(&self, queries: &[Query<'_>], cancel: &Cancel) -> Result<Vec<Vec<ScoreParts>>, RescoreError> {
+        (**self).rescore_until(queries, cancel)
     }
 }
 
@@ -109,15 +130,23 @@ impl Rescorer for CpuRescorer {
     }
 
     fn rescore(&self, queries: &[Query<'_>]) -> Result<Vec<Vec<ScoreParts>>, RescoreError> {
-        Ok(queries
+        self.rescore_until(queries, &Cancel::default())
+    }
+
+    fn rescore_until(&self, queries: &[Query<'_>], cancel: &Cancel) -> Result<Vec<Vec<ScoreParts>>, RescoreError> {
+        // One check per comparison: tens of ns against microseconds of work.
+        queries
             .iter()
             .map(|q| {
                 q.candidates
                     .par_iter()
-                    .map_init(Scratch::new, |s, c| self.matcher.score_parts(q.probe, c.prepared, s))
-                    .collect()
+                    .map_init(Scratch::new, |s, c| {
+                        cancel.check().map_err(RescoreError::Stopped)?;
+                        Ok(self.matcher.score_parts(q.probe, c.prepared, s))
+                    })
+                    .collect::<Result<Vec<ScoreParts>, RescoreError>>()
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -153,19 +182,51 @@ impl BackendChoice {
     }
 }
 
+/// Why [`AutoRescorer`] re-scored a batch on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// The GPU batch passed its poll timeout (the GPU is dropped from then on).
+    Timeout,
+    /// The device was lost or is missing (dropped from then on).
+    Lost,
+    /// Any other GPU error (this batch only).
+    Error,
+}
+
+impl Fallback {
+    /// A short name (a metrics label).
+    pub fn name(self) -> &'static str {
+        match self {
+            Fallback::Timeout => "timeout",
+            Fallback::Lost => "lost",
+            Fallback::Error => "error",
+        }
+    }
+}
+
+/// Called on every fall-back (the server counts them in its metrics).
+pub type FallbackHook = Arc<dyn Fn(Fallback) + Send + Sync>;
+
 /// The GPU when it works, the CPU otherwise: a GPU failure is logged and
-/// the batch (and, after a lost device, every later one) is scored on the
-/// CPU, so callers never see a crash or a wrong score.
+/// the batch (and, after a lost or hung device, every later one) is scored
+/// on the CPU, so callers never see a crash, a hang or a wrong score.
 pub struct AutoRescorer {
     gpu: Option<Box<dyn Rescorer>>,
     cpu: CpuRescorer,
     gpu_down: AtomicBool,
+    on_fallback: Option<FallbackHook>,
 }
 
 impl AutoRescorer {
     /// Combines an optional GPU backend with the CPU one.
     pub fn new(gpu: Option<Box<dyn Rescorer>>, cpu: CpuRescorer) -> AutoRescorer {
-        AutoRescorer { gpu, cpu, gpu_down: AtomicBool::new(false) }
+        AutoRescorer { gpu, cpu, gpu_down: AtomicBool::new(false), on_fallback: None }
+    }
+
+    /// Calls `hook` on every fall-back to the CPU.
+    pub fn with_fallback_hook(mut self, hook: FallbackHook) -> AutoRescorer {
+        self.on_fallback = Some(hook);
+        self
     }
 
     /// Whether the GPU is (still) in use.
@@ -183,13 +244,26 @@ impl Rescorer for AutoRescorer {
     }
 
     fn rescore(&self, queries: &[Query<'_>]) -> Result<Vec<Vec<ScoreParts>>, RescoreError> {
+        self.rescore_until(queries, &Cancel::default())
+    }
+
+    fn rescore_until(&self, queries: &[Query<'_>], cancel: &Cancel) -> Result<Vec<Vec<ScoreParts>>, RescoreError> {
         if let Some(g) = self.gpu.as_ref().filter(|_| self.gpu_active()) {
-            match g.rescore(queries) {
+            match g.rescore_until(queries, cancel) {
                 Ok(r) => return Ok(r),
+                Err(e @ RescoreError::Stopped(_)) => return Err(e),
                 Err(e) => {
-                    let permanent = matches!(e, RescoreError::DeviceLost(_) | RescoreError::NoAdapter(_));
+                    let why = match e {
+                        RescoreError::Timeout(_) => Fallback::Timeout,
+                        RescoreError::DeviceLost(_) | RescoreError::NoAdapter(_) => Fallback::Lost,
+                        _ => Fallback::Error,
+                    };
+                    let permanent = why != Fallback::Error;
                     if permanent {
                         self.gpu_down.store(true, Ordering::Relaxed);
+                    }
+                    if let Some(hook) = &self.on_fallback {
+                        hook(why);
                     }
                     tracing::error!(
                         "GPU re-scoring failed ({e}); this batch{} runs on the CPU",
@@ -198,6 +272,6 @@ impl Rescorer for AutoRescorer {
                 }
             }
         }
-        self.cpu.rescore(queries)
+        self.cpu.rescore_until(queries, cancel)
     }
 }

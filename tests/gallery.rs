@@ -258,8 +258,9 @@ fn enrol_delete_compact_and_reopen() {
     assert!(g.enroll("", vec![], vec![s.template(3, 0)]).is_err());
     assert!(g.enroll("x", vec![], vec![]).is_err());
     assert!(g.enroll("x", vec![], vec![Template::default()]).is_err());
-    // Delete then re-enrol: the new templates are visible.
-    g.enroll("G00004", vec![], vec![s.template(4, 0)]).unwrap();
+    // An enrolled id is refused (ALREADY_EXISTS); delete then re-enrol:
+    // the new templates are visible.
+    assert!(matches!(g.enroll("G00004", vec![], vec![s.template(4, 0)]), Err(GalleryError::AlreadyExists(_))));
     g.delete("G00004").unwrap();
     g.enroll("G00004", vec![], vec![s.template(5, 0)]).unwrap();
     assert_eq!(g.subject("G00004").unwrap().templates, vec![s.template(5, 0)]);

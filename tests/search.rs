@@ -202,7 +202,10 @@ fn bad_requests_are_refused_with_the_reason() {
     invalid(query(vec![odd]), "finger position 13");
     invalid(Query { decision: Some(Decision::Fpir(1.5)), ..query(t.clone()) }, "FPIR");
     invalid(Query { decision: Some(Decision::Threshold(f64::NAN)), ..query(t.clone()) }, "threshold");
-    let late = Query { deadline: Some(Instant::now() - Duration::from_millis(1)), ..query(t.clone()) };
+    let late = Query {
+        cancel: whorl::cancel::Cancel::until(Some(Instant::now() - Duration::from_millis(1))),
+        ..query(t.clone())
+    };
     assert!(matches!(s.identify(&late), Err(SearchError::Deadline(_))));
     // Unknown positions are compared with every position and still find the mate.
     let unknown: Vec<Template> = t

@@ -190,6 +190,7 @@ fn xyt_follows_mindtct_conventions() {
     let opts = template::ParseOptions {
         format: None,
         xyt: template::xyt::XytOptions { resolution_ppcm: 197, height: Some(400) },
+        ..Default::default()
     };
     let p = template::parse_with(xyt, &opts).unwrap();
     assert_eq!(p.format, Format::Xyt);

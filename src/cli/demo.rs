@@ -135,6 +135,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
                         subject_id: subject.clone(),
                         templates: vec![client::finger(bytes.clone())],
                         labels: [("source".to_string(), "fvc2002".to_string())].into(),
+                        // The cached gallery keeps earlier runs' enrolments: replace them.
+                        replace: true,
                         ..Default::default()
                     })
                     .await

@@ -49,7 +49,8 @@ enum Command {
     Verify(gallery::GalleryArgs),
     /// Time opening a gallery (shard mapping alone, with HNSW graphs, with CRC pass).
     OpenTime(gallery::GalleryArgs),
-    /// Fold enrolments and deletions into shards and trim the log.
+    /// Fold enrolments and deletions into shards and trim the log (refused
+    /// while a server serves the gallery: use `whorl shards compact`).
     Compact(gallery::GalleryArgs),
     /// Enrol synthetic subjects, acknowledging each (crash tests, enrol benchmark).
     #[command(hide = true)]

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Audit trail (JSON lines).
     #[arg(long, env = "WHORL_AUDIT")]
     audit: Option<PathBuf>,
+    /// Serve beyond loopback without authentication: every caller on the
+    /// network may enrol, delete and read templates. Refused without this.
+    #[arg(long)]
+    dangerously_allow_unauthenticated_network: bool,
 }
 
 impl ServeArgs {
@@ -80,6 +84,9 @@ impl ServeArgs {
         }
         if self.audit.is_some() {
             c.audit.path = self.audit;
+        }
+        if self.dangerously_allow_unauthenticated_network {
+            c.server.dangerously_allow_unauthenticated_network = true;
         }
         c.check()?;
         Ok(c)
@@ -138,7 +145,19 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             running.addr,
             running.metrics_addr.map(|m| format!(", metrics on http://{m}/metrics")).unwrap_or_default()
         );
-        stop_signal().await;
+        // Another process writing the gallery is a reason to stop, not to
+        // wait NOT_SERVING (other open failures keep the port answering).
+        let (stopped, locked) = tokio::select! {
+            _ = stop_signal() => (true, None),
+            r = running.wait_ready(Duration::MAX) => (false, r.err().filter(|e| e.contains("gallery locked"))),
+        };
+        if let Some(e) = locked {
+            running.shutdown().await?;
+            bail!("{e}");
+        }
+        if !stopped {
+            stop_signal().await;
+        }
         eprintln!("whorl: stopping: draining requests");
         running.shutdown().await?;
         eprintln!("whorl: stopped");
@@ -328,6 +347,9 @@ pub struct EnrollArgs {
     /// Template files of the subject's fingers.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// Replace the subject if it is enrolled (else: ALREADY_EXISTS).
+    #[arg(long)]
+    replace: bool,
 }
 
 pub fn enroll(a: EnrollArgs) -> Result<()> {
@@ -341,7 +363,13 @@ pub fn enroll(a: EnrollArgs) -> Result<()> {
         let templates = read_records(&a.files)?.into_iter().map(client::finger).collect();
         let r = c
             .gallery
-            .enroll(pb::EnrollRequest { subject_id: a.subject.clone(), templates, labels, ..Default::default() })
+            .enroll(pb::EnrollRequest {
+                subject_id: a.subject.clone(),
+                templates,
+                labels,
+                replace: a.replace,
+                ..Default::default()
+            })
             .await
             .map_err(status)?
             .into_inner();
@@ -390,6 +418,8 @@ enum ShardsCmd {
     Unload { name: String },
     /// Gallery and server statistics.
     Stats,
+    /// Fold the server's write-ahead log into shards (the server compacts its own gallery).
+    Compact,
 }
 
 pub fn shards(a: ShardsArgs) -> Result<()> {
@@ -437,6 +467,10 @@ pub fn shards(a: ShardsArgs) -> Result<()> {
             ShardsCmd::Stats => {
                 let s = c.gallery.stats(pb::StatsRequest::default()).await.map_err(status)?.into_inner();
                 println!("{s:#?}");
+            }
+            ShardsCmd::Compact => {
+                let r = c.gallery.compact(pb::CompactRequest::default()).await.map_err(status)?.into_inner();
+                println!("{r:#?}");
             }
         }
         Ok(())

@@ -304,7 +304,7 @@ impl Router {
             decision: req.decision,
             want: req.want,
             round2_subjects: self.opts.search.round2_subjects,
-            deadline: req.deadline,
+            cancel: req.cancel.clone(),
         };
         let outcome = plan::identify(&phases, &plan).await?;
         let missing = phases.missing.lock().map(|m| m.clone()).unwrap_or_default();
@@ -354,7 +354,7 @@ impl Router {
             decision: req.decision,
             want: 1,
             round2_subjects: 0,
-            deadline: req.deadline,
+            cancel: req.cancel.clone(),
         };
         plan::score_subject(&phases, &plan, pairs).await
     }
@@ -557,6 +557,8 @@ pub struct RoutedQuery<'a> {
     pub allow_partial: bool,
     /// Give up after this.
     pub deadline: Option<Instant>,
+    /// Stop (deadline passed, caller gone).
+    pub cancel: crate::cancel::Cancel,
 }
 
 /// The phases of one Identify over the cluster's nodes.

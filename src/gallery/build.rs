@@ -63,6 +63,7 @@ pub fn build(
     mut progress: impl FnMut(u64, &str),
 ) -> Result<BuildReport, GalleryError> {
     std::fs::create_dir_all(dir).map_err(|e| GalleryError::Io(format!("{}: {e}", dir.display())))?;
+    let _lock = super::GalleryLock::acquire(dir)?;
     if dir.join(super::manifest::FILE).exists() {
         return Err(GalleryError::Invalid(format!("{} already holds a gallery", dir.display())));
     }

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! GALLERY/
+//!   LOCK                             held by the one process that may write (see [`lock`])
 //!   manifest.json                    shards, embedding, cylinder parameters, applied log sequence
 //!   wal.log                          enrolments and deletions since the last compaction
 //!   shard-0000.whorl                 a shard (see crate::shard)
@@ -18,10 +19,15 @@
 //! shards atomically (new files, then the manifest swap) and trims the log.
 //! A shard that fails to open or verify is left out and reported: the
 //! gallery opens degraded rather than serving damaged data.
+//!
+//! Writes: an enrolment creates a subject (ALREADY_EXISTS when the id is
+//! visible) or, with [`WriteMode::Replace`], replaces all of it in one log
+//! record; one template per known finger position, as in a probe.
 
 mod build;
 pub mod delta;
 mod loaded;
+pub mod lock;
 pub mod manifest;
 pub mod replica;
 pub mod wal;
@@ -30,9 +36,10 @@ mod write;
 pub use build::{BuildOptions, BuildReport, Item as BuildItem, build};
 pub use delta::{Delta, DeltaEntry};
 pub use loaded::{LoadedShard, Partition};
+pub use lock::GalleryLock;
 pub use manifest::{Manifest, ShardEntry};
 pub use wal::SyncMode;
-pub use write::{CompactReport, MAX_TEMPLATES, SubjectView};
+pub use write::{CompactReport, MAX_TEMPLATES, MAX_TEXT, SubjectView, WriteMode};
 
 use crate::embed::Embedder;
 use crate::index::{IndexError, IndexParams};
@@ -92,6 +99,18 @@ pub enum GalleryError {
     /// No such subject or shard.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The subject (or shard) is already there.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// Another write of the same subject is in progress.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Another process holds the gallery's lock.
+    #[error("gallery locked: {0}")]
+    Locked(String),
+    /// The caller went away or its deadline passed before the change was logged.
+    #[error("stopped before the change was logged: {0}")]
+    Stopped(crate::cancel::Stop),
     /// A file operation failed.
     #[error("{0}")]
     Io(String),
@@ -167,6 +186,10 @@ pub struct Gallery {
     maintenance: RwLock<()>,
     wal: wal::Wal,
     problems: RwLock<Vec<ShardProblem>>,
+    /// Subject ids being enrolled or deleted now (one write per id at a time).
+    writing: Mutex<std::collections::HashSet<String>>,
+    /// Held while the gallery is open.
+    _lock: GalleryLock,
 }
 
 impl std::fmt::Debug for Gallery {
@@ -183,6 +206,7 @@ impl Gallery {
     /// Creates an empty gallery in `dir` (which may exist but must not hold one).
     pub fn create(dir: &Path, embedder: &Embedder, matcher: &Matcher) -> Result<(), GalleryError> {
         std::fs::create_dir_all(dir).map_err(|e| GalleryError::Io(format!("{}: {e}", dir.display())))?;
+        let _lock = GalleryLock::acquire(dir)?;
         if dir.join(manifest::FILE).exists() {
             return Err(GalleryError::Invalid(format!("{} already holds a gallery", dir.display())));
         }
@@ -199,6 +223,10 @@ impl Gallery {
         matcher: Matcher,
         opts: GalleryOptions,
     ) -> Result<Gallery, GalleryError> {
+        // A folder that holds no gallery is refused before anything is
+        // created in it; the manifest is read again under the lock.
+        Manifest::load(dir)?;
+        let lock = GalleryLock::acquire(dir)?;
         let manifest = Manifest::load(dir)?;
         if manifest.embedding != embedder.id() {
             return Err(GalleryError::Mismatch(format!(
@@ -239,6 +267,8 @@ impl Gallery {
             maintenance: RwLock::new(()),
             wal: log,
             problems: RwLock::new(problems),
+            writing: Mutex::new(Default::default()),
+            _lock: lock,
         })
     }
 
@@ -276,6 +306,11 @@ impl Gallery {
     /// Bytes in the write-ahead log.
     pub fn wal_bytes(&self) -> u64 {
         self.wal.len()
+    }
+
+    /// Records in the write-ahead log.
+    pub fn wal_records(&self) -> u64 {
+        self.wal.records()
     }
 
     fn publish(&self, f: impl FnOnce(&Snapshot) -> Snapshot) -> Result<(), GalleryError> {

@@ -12,6 +12,9 @@
 //! acknowledged data: opening fails with an error naming the offset rather
 //! than dropping what follows.
 //!
+//! The log holds templates: it is created readable by its owner only
+//! (0600), and an existing log others may read is made so on open.
+//!
 //! Two durability modes: [`SyncMode::PerRecord`] fsyncs every record under
 //! the lock; [`SyncMode::Group`] lets concurrent appenders share fsyncs (the
 //! first waiter syncs everything written so far; the others wait for it).
@@ -41,6 +44,10 @@ pub enum Op {
         labels: Vec<(String, String)>,
         /// Finger templates.
         templates: Vec<Template>,
+        /// These templates and labels replace everything the subject had
+        /// (absent in records written before replacement existed: false).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        replace: bool,
     },
     /// Delete a subject.
     Delete {
@@ -115,6 +122,8 @@ pub struct Replay {
 struct Inner {
     file: File,
     next_seq: u64,
+    /// Records in the file.
+    records: u64,
     written: u64,
     durable: u64,
     syncing: bool,
@@ -149,9 +158,10 @@ impl Wal {
             let mut h = MAGIC.to_vec();
             h.extend_from_slice(&1u32.to_le_bytes());
             h.extend_from_slice(&0u32.to_le_bytes());
-            crate::fsutil::write_atomic(&path, &h).map_err(|e| io(&path, e))?;
+            crate::fsutil::write_atomic_private(&path, &h).map_err(|e| io(&path, e))?;
         }
         let mut file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io(&path, e))?;
+        make_private(&path, &file)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| io(&path, e))?;
         let replay = parse(&path, &bytes)?;
@@ -163,8 +173,9 @@ impl Wal {
         }
         file.seek(SeekFrom::Start(good_end)).map_err(|e| io(&path, e))?;
         let next_seq = replay.records.last().map(|r| r.seq + 1).unwrap_or(1);
+        let records = replay.records.len() as u64;
         let last = parse_raw(&path, &bytes[..good_end as usize])?.last().map(|(s, p)| (*s, crc32c::crc32c(p)));
-        let inner = Inner { file, next_seq, written: good_end, durable: good_end, syncing: false, last };
+        let inner = Inner { file, next_seq, records, written: good_end, durable: good_end, syncing: false, last };
         Ok((Wal { path, mode, inner: Mutex::new(inner), synced: Condvar::new() }, replay))
     }
 
@@ -176,6 +187,11 @@ impl Wal {
     /// Bytes in the log.
     pub fn len(&self) -> u64 {
         self.inner.lock().map(|i| i.written).unwrap_or(0)
+    }
+
+    /// Records in the log.
+    pub fn records(&self) -> u64 {
+        self.inner.lock().map(|i| i.records).unwrap_or(0)
     }
 
     /// Whether the log holds no record.
@@ -276,6 +292,7 @@ impl Wal {
         g.written += frame.len() as u64;
         g.last = Some((g.next_seq, crc32c::crc32c(payload)));
         g.next_seq += 1;
+        g.records += 1;
         let mine = g.written;
         match self.mode {
             SyncMode::PerRecord => {
@@ -336,13 +353,14 @@ impl Wal {
             bytes.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
             bytes.extend_from_slice(payload);
         }
-        crate::fsutil::write_atomic(&self.path, &bytes).map_err(|e| io(&self.path, e))?;
+        crate::fsutil::write_atomic_private(&self.path, &bytes).map_err(|e| io(&self.path, e))?;
         let mut file = OpenOptions::new().read(true).write(true).open(&self.path).map_err(|e| io(&self.path, e))?;
         file.seek(SeekFrom::End(0)).map_err(|e| io(&self.path, e))?;
         g.file = file;
         g.written = bytes.len() as u64;
         g.last = keep.last().map(|(s, p)| (*s, crc32c::crc32c(p)));
         g.durable = g.written;
+        g.records = keep.len() as u64;
         Ok(())
     }
 }
@@ -369,6 +387,22 @@ fn parse_raw(path: &Path, b: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, WalError> {
         at = end;
     }
     Ok(out)
+}
+
+/// Makes the log readable by its owner only (it holds templates).
+fn make_private(path: &Path, file: &File) -> Result<(), WalError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(|e| io(path, e))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!("{}: mode {:o} let others read enrolled templates; now 0600", path.display(), mode & 0o777);
+            file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| io(path, e))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, file);
+    Ok(())
 }
 
 /// Parses a log's bytes (see the module doc for what counts as a torn tail).

@@ -6,6 +6,7 @@ use super::loaded::{self, LoadedShard};
 use super::manifest::ShardEntry;
 use super::wal::Op;
 use super::{Gallery, GalleryError, Snapshot, lock_err};
+use crate::cancel::Cancel;
 use crate::embed::Embedder;
 use crate::mcc::Matcher;
 use crate::shard::{Entry, SectionKind, Shard, ShardSpec, ShardWriter};
@@ -30,6 +31,17 @@ pub struct SubjectView {
     pub sources: Vec<String>,
     /// Where they are: shard names, or `delta`.
     pub locations: Vec<String>,
+}
+
+/// What an enrolment of an id already in the gallery does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteMode {
+    /// Refuse it: [`GalleryError::AlreadyExists`].
+    #[default]
+    Create,
+    /// The new templates and labels replace all the subject had (one log
+    /// record: a search sees the old subject or the new one, never a mix).
+    Replace,
 }
 
 /// What a compaction did.
@@ -63,7 +75,10 @@ pub(super) fn apply(
     op: Op,
 ) -> Result<(), GalleryError> {
     match op {
-        Op::Enroll { subject, labels, templates } => {
+        Op::Enroll { subject, labels, templates, replace } => {
+            if replace {
+                hide_before(delta, &subject, seq);
+            }
             let subject: Arc<str> = subject.into();
             let labels = Arc::new(labels);
             for t in templates {
@@ -76,6 +91,44 @@ pub(super) fn apply(
         }
     }
     Ok(())
+}
+
+/// Hides everything `subject` had before log sequence `seq`: its shard
+/// templates and its delta entries (a tombstone just below `seq`, so that
+/// entries logged at `seq` stay visible).
+fn hide_before(delta: &mut Delta, subject: &str, seq: u64) {
+    let t = delta.tombstones.entry(subject.to_string()).or_insert(0);
+    *t = (*t).max(seq.saturating_sub(1));
+}
+
+/// The first known finger position that appears twice, as a probe refuses it.
+fn duplicate_position(templates: &[Template]) -> Option<(usize, u8)> {
+    let mut seen = std::collections::HashSet::new();
+    templates
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.finger_position.is_known() && !seen.insert(t.finger_position))
+        .map(|(i, t)| (i, t.finger_position.0))
+}
+
+/// Whether `subject` is visible in `snap`.
+fn exists(snap: &Snapshot, subject: &str) -> bool {
+    snap.delta.subject_indices(subject).next().is_some()
+        || (!snap.delta.hides_shard_subject(subject) && snap.shards.iter().any(|s| s.by_subject.contains_key(subject)))
+}
+
+/// A subject id reserved for one write; released when dropped.
+struct Reserved<'a> {
+    gallery: &'a Gallery,
+    id: String,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.gallery.writing.lock() {
+            w.remove(&self.id);
+        }
+    }
 }
 
 fn entry(
@@ -92,24 +145,41 @@ fn entry(
 }
 
 impl Gallery {
-    /// Enrols `templates` (one per finger) under `subject`; returns the log
-    /// sequence number once the enrolment is durable and searchable.
+    /// Enrols `templates` (one per finger) under a new `subject`; returns
+    /// the log sequence number once the enrolment is durable and
+    /// searchable. An id already visible is refused ([`WriteMode::Create`]).
     pub fn enroll(
         &self,
         subject: &str,
         labels: Vec<(String, String)>,
         templates: Vec<Template>,
     ) -> Result<u64, GalleryError> {
-        self.enroll_logged(subject, labels, templates).map(|(seq, _)| seq)
+        self.enroll_with(subject, labels, templates, WriteMode::Create, &Cancel::default())
     }
 
-    /// [`Gallery::enroll`], also returning the record as logged (what a
-    /// primary sends its replicas).
+    /// Enrols or replaces a subject (see [`WriteMode`]). `cancel` is checked
+    /// while the cylinders are made and before the record is logged; once
+    /// logged, the enrolment completes whatever happens to the caller.
+    pub fn enroll_with(
+        &self,
+        subject: &str,
+        labels: Vec<(String, String)>,
+        templates: Vec<Template>,
+        mode: WriteMode,
+        cancel: &Cancel,
+    ) -> Result<u64, GalleryError> {
+        self.enroll_logged(subject, labels, templates, mode, cancel).map(|(seq, _)| seq)
+    }
+
+    /// [`Gallery::enroll_with`], also returning the record as logged (what
+    /// a cluster primary sends its replicas).
     pub fn enroll_logged(
         &self,
         subject: &str,
         labels: Vec<(String, String)>,
         templates: Vec<Template>,
+        mode: WriteMode,
+        cancel: &Cancel,
     ) -> Result<(u64, Vec<u8>), GalleryError> {
         valid_text("subject id", subject)?;
         for (k, v) in &labels {
@@ -125,15 +195,44 @@ impl Gallery {
         if let Some(i) = templates.iter().position(|t| t.minutiae.is_empty()) {
             return Err(GalleryError::Invalid(format!("template {i} has no minutiae")));
         }
+        if let Some((i, p)) = duplicate_position(&templates) {
+            return Err(GalleryError::Invalid(format!(
+                "template {i}: finger position {p} appears twice in the enrolment (as in a probe: one view per known position)"
+            )));
+        }
+        let _id = self.reserve(subject)?;
+        if mode == WriteMode::Create && exists(&self.snapshot(), subject) {
+            return Err(GalleryError::AlreadyExists(format!(
+                "subject '{subject}' is enrolled; delete it first or ask for replacement"
+            )));
+        }
         // Cylinders and vectors first, so nothing logged can fail to apply.
         let arc: Arc<str> = subject.into();
         let larc = Arc::new(labels.clone());
-        let entries: Vec<DeltaEntry> =
-            templates.iter().map(|t| entry(&self.embedder, &self.matcher, 0, &arc, &larc, t.clone())).collect();
-        let _m = self.maintenance.read().map_err(lock_err)?;
-        let (rec, payload) = self.wal.append_encoded(Op::Enroll { subject: subject.to_string(), labels, templates })?;
+        let mut entries: Vec<DeltaEntry> = Vec::with_capacity(templates.len());
+        for t in &templates {
+            cancel.check().map_err(GalleryError::Stopped)?;
+            let prepared = self.matcher.prepare_until(t, cancel).map_err(GalleryError::Stopped)?;
+            let embedding = self.embedder.embed(t);
+            entries.push(DeltaEntry {
+                seq: 0,
+                subject: Arc::clone(&arc),
+                labels: Arc::clone(&larc),
+                template: t.clone(),
+                prepared,
+                embedding,
+            });
+        }
+        let _m = self.maintenance_read(cancel)?;
+        cancel.check().map_err(GalleryError::Stopped)?;
+        let replace = mode == WriteMode::Replace;
+        let (rec, payload) =
+            self.wal.append_encoded(Op::Enroll { subject: subject.to_string(), labels, templates, replace })?;
         self.publish(|s| {
             let mut delta = (*s.delta).clone();
+            if replace {
+                hide_before(&mut delta, subject, rec.seq);
+            }
             for mut e in entries {
                 e.seq = rec.seq;
                 delta.push(Arc::new(e));
@@ -146,16 +245,23 @@ impl Gallery {
     /// Deletes a subject (a tombstone until the next compaction); returns
     /// the log sequence number once durable.
     pub fn delete(&self, subject: &str) -> Result<u64, GalleryError> {
-        self.delete_logged(subject).map(|(seq, _)| seq)
+        self.delete_with(subject, &Cancel::default())
     }
 
-    /// [`Gallery::delete`], also returning the record as logged.
-    pub fn delete_logged(&self, subject: &str) -> Result<(u64, Vec<u8>), GalleryError> {
+    /// [`Gallery::delete`], giving up (before logging) when `cancel` stops.
+    pub fn delete_with(&self, subject: &str, cancel: &Cancel) -> Result<u64, GalleryError> {
+        self.delete_logged(subject, cancel).map(|(seq, _)| seq)
+    }
+
+    /// [`Gallery::delete_with`], also returning the record as logged.
+    pub fn delete_logged(&self, subject: &str, cancel: &Cancel) -> Result<(u64, Vec<u8>), GalleryError> {
         valid_text("subject id", subject)?;
-        if self.subject(subject).is_none() {
+        let _id = self.reserve(subject)?;
+        if !exists(&self.snapshot(), subject) {
             return Err(GalleryError::NotFound(format!("subject '{subject}'")));
         }
-        let _m = self.maintenance.read().map_err(lock_err)?;
+        let _m = self.maintenance_read(cancel)?;
+        cancel.check().map_err(GalleryError::Stopped)?;
         let (rec, payload) = self.wal.append_encoded(Op::Delete { subject: subject.to_string() })?;
         self.publish(|s| {
             let mut delta = (*s.delta).clone();
@@ -163,6 +269,30 @@ impl Gallery {
             Snapshot { generation: s.generation + 1, shards: s.shards.clone(), delta: Arc::new(delta) }
         })?;
         Ok((rec.seq, payload))
+    }
+
+    /// Reserves `subject` for one write (refused while another write of it runs).
+    fn reserve(&self, subject: &str) -> Result<Reserved<'_>, GalleryError> {
+        let mut w = self.writing.lock().map_err(lock_err)?;
+        if !w.insert(subject.to_string()) {
+            return Err(GalleryError::Conflict(format!("another write of subject '{subject}' is in progress")));
+        }
+        Ok(Reserved { gallery: self, id: subject.to_string() })
+    }
+
+    /// The shared maintenance lock, waiting while a compaction holds it
+    /// exclusively, as long as `cancel` allows.
+    fn maintenance_read(&self, cancel: &Cancel) -> Result<std::sync::RwLockReadGuard<'_, ()>, GalleryError> {
+        loop {
+            match self.maintenance.try_read() {
+                Ok(g) => return Ok(g),
+                Err(std::sync::TryLockError::Poisoned(_)) => return Err(lock_err(())),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    cancel.check().map_err(GalleryError::Stopped)?;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
     }
 
     /// The visible templates and labels of `subject`, if any.
@@ -209,17 +339,43 @@ impl Gallery {
     }
 
     /// Adds a shard file lying in the gallery folder to the gallery (checked
-    /// and verified first); searches see it from their next snapshot.
+    /// and verified first); searches see it from their next snapshot. The
+    /// file must be a regular `*.whorl` file of the folder itself (never a
+    /// symbolic link), and must not hold the same data as a shard already
+    /// served (a copy under another name would count its subjects twice).
     pub fn attach_shard(&self, file: &str) -> Result<ShardEntry, GalleryError> {
-        if file.contains('/') || file.contains("..") {
-            return Err(GalleryError::Invalid(format!("'{file}' must be a file name in the gallery folder")));
+        let plain = !file.is_empty() && !file.starts_with('.') && !file.contains(['/', '\\', '\0']);
+        if !plain || !file.ends_with(".whorl") {
+            return Err(GalleryError::Invalid(format!(
+                "'{file}' must be the name of a shard file (*.whorl) in the gallery folder"
+            )));
+        }
+        let path = self.dir.join(file);
+        let meta = std::fs::symlink_metadata(&path)
+            .map_err(|_| GalleryError::NotFound(format!("no file '{file}' in the gallery folder")))?;
+        if meta.file_type().is_symlink() {
+            return Err(GalleryError::Invalid(format!(
+                "'{file}' is a symbolic link: refused (move or copy the shard file into the gallery folder)"
+            )));
+        }
+        if !meta.is_file() {
+            return Err(GalleryError::Invalid(format!("'{file}' is not a regular file")));
         }
         let mut m = self.manifest.lock().map_err(lock_err)?;
         let name = file.strip_suffix(".whorl").unwrap_or(file).to_string();
         if m.shards.iter().any(|s| s.name == name) {
-            return Err(GalleryError::Invalid(format!("shard '{name}' is already in the gallery")));
+            return Err(GalleryError::AlreadyExists(format!("shard '{name}' is already in the gallery")));
         }
-        let shard = Shard::open(&self.dir.join(file))?;
+        let shard = Shard::open(&path).map_err(|e| match e {
+            crate::shard::ShardError::Magic { .. } => GalleryError::Invalid(format!("'{file}' is not a whorl shard")),
+            e => GalleryError::Shard(e),
+        })?;
+        if let Some(same) = m.shards.iter().find(|s| s.table_crc == shard.header().table_crc) {
+            return Err(GalleryError::AlreadyExists(format!(
+                "'{file}' holds the same data as shard '{}', already served (a copy would count its subjects twice)",
+                same.name
+            )));
+        }
         loaded::check(&shard, &m.embedding, &m.mcc)?;
         shard.verify()?;
         let entry = entry_of(&shard, &name, file)?;

@@ -13,11 +13,16 @@ pub struct GpuOptions {
     pub allow_software: bool,
     /// Use the adapter whose name contains this (e.g. from `WHORL_GPU_ADAPTER`).
     pub adapter_name: Option<String>,
+    /// Longest wait for one batch; past it the batch fails with
+    /// [`RescoreError::Timeout`] (a hung device). `None` (the default):
+    /// wait for as long as it takes; the server sets
+    /// `backend.gpu_poll_timeout_ms`.
+    pub poll_timeout: Option<std::time::Duration>,
 }
 
 impl Default for GpuOptions {
     fn default() -> GpuOptions {
-        GpuOptions { allow_software: true, adapter_name: std::env::var("WHORL_GPU_ADAPTER").ok() }
+        GpuOptions { allow_software: true, adapter_name: std::env::var("WHORL_GPU_ADAPTER").ok(), poll_timeout: None }
     }
 }
 

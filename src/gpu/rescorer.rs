@@ -1,9 +1,13 @@
 //! The GPU re-scorer: the `rescore.wgsl` kernel over resident or streamed
 //! gallery blobs, batched, with uploads and readbacks overlapped with
-//! compute (up to [`IN_FLIGHT`] batches queued).
+//! compute (up to [`IN_FLIGHT`] batches queued). Waiting for a batch is
+//! bounded by [`GpuOptions::poll_timeout`] (a hung device becomes
+//! [`RescoreError::Timeout`], never a search blocked forever), and a
+//! request's [`Cancel`] is checked between batches.
 
 use super::context::{GpuContext, GpuOptions};
 use super::layout::{GpuItem, GpuParams, PAIR_COUNTS_WGSL, RESCORE_WGSL};
+use crate::cancel::Cancel;
 use crate::mcc::{Matcher, ScoreParts};
 use crate::mcc::{PairCounts, PreparedRef};
 use crate::rescore::{Backend, Query, RescoreError, Rescorer};
@@ -52,6 +56,7 @@ pub struct GpuRescorer {
     resident: Mutex<HashMap<u64, Arc<Resident>>>,
     resident_budget: u64,
     timings: Mutex<Timings>,
+    poll_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for GpuRescorer {
@@ -165,6 +170,7 @@ impl GpuRescorer {
             resident: Mutex::new(HashMap::new()),
             resident_budget,
             timings: Mutex::new(Timings::default()),
+            poll_timeout: opts.poll_timeout,
         })
     }
 
@@ -271,6 +277,11 @@ impl Rescorer for GpuRescorer {
     }
 
     fn rescore(&self, queries: &[Query<'_>]) -> Result<Vec<Vec<ScoreParts>>, RescoreError> {
+        self.rescore_until(queries, &Cancel::default())
+    }
+
+    fn rescore_until(&self, queries: &[Query<'_>], cancel: &Cancel) -> Result<Vec<Vec<ScoreParts>>, RescoreError> {
+        cancel.check().map_err(RescoreError::Stopped)?;
         self.ctx.check()?;
         let d = &self.ctx.device;
         let t0 = Instant::now();
@@ -338,6 +349,7 @@ impl Rescorer for GpuRescorer {
                 Source::Streamed(i) => &streamed_bufs[*i],
             };
             for part in items.chunks(self.max_items.max(1)) {
+                cancel.check().map_err(RescoreError::Stopped)?;
                 let t = Instant::now();
                 let batch = self.submit(gallery, &probes, part)?;
                 timings.upload += t.elapsed();
@@ -495,8 +507,11 @@ impl GpuRescorer {
         });
         self.ctx
             .device
-            .poll(wgpu::PollType::Wait { submission_index: Some(b.submission), timeout: None })
-            .map_err(|e| RescoreError::DeviceLost(format!("poll: {e}")))?;
+            .poll(wgpu::PollType::Wait { submission_index: Some(b.submission), timeout: self.poll_timeout })
+            .map_err(|e| match e {
+                wgpu::PollError::Timeout => RescoreError::Timeout(self.poll_timeout.unwrap_or_default()),
+                e => RescoreError::DeviceLost(format!("poll: {e}")),
+            })?;
         self.ctx.check()?;
         rx.recv()
             .map_err(|e| RescoreError::Gpu(format!("readback: {e}")))?

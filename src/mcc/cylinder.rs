@@ -66,6 +66,19 @@ struct Point {
 
 /// Builds the valid cylinders of a template: see the module doc.
 pub fn prepare(t: &Template, p: &MccParams) -> Prepared {
+    match prepare_checked(t, p, &mut || Ok::<(), std::convert::Infallible>(())) {
+        Ok(x) => x,
+        Err(never) => match never {},
+    }
+}
+
+/// [`prepare`], calling `check` before each minutia's cylinder (the work is
+/// quadratic in the minutiae) and giving up with its error.
+pub fn prepare_checked<E>(
+    t: &Template,
+    p: &MccParams,
+    check: &mut impl FnMut() -> Result<(), E>,
+) -> Result<Prepared, E> {
     let scale = f64::from(t.scale_to_500dpi());
     let pts: Vec<Point> = t
         .minutiae
@@ -73,8 +86,13 @@ pub fn prepare(t: &Template, p: &MccParams) -> Prepared {
         .map(|m| Point { x: f64::from(m.x) * scale, y: f64::from(m.y) * scale, theta: f64::from(m.angle) })
         .collect();
     let hull = EnlargedHull::new(&pts.iter().map(|q| (q.x, q.y)).collect::<Vec<_>>(), f64::from(p.omega));
-    let mut kept: Vec<(usize, [u64; CYL_WORDS])> =
-        (0..pts.len()).filter_map(|i| cylinder(&pts, i, &hull, p).map(|c| (i, c))).collect();
+    let mut kept: Vec<(usize, [u64; CYL_WORDS])> = Vec::new();
+    for i in 0..pts.len() {
+        check()?;
+        if let Some(c) = cylinder(&pts, i, &hull, p) {
+            kept.push((i, c));
+        }
+    }
     if kept.len() > MAX_CYLINDERS {
         // Keep those nearest the centroid of the minutiae: the core region.
         let (cx, cy) = pts.iter().fold((0.0, 0.0), |a, q| (a.0 + q.x, a.1 + q.y));
@@ -103,7 +121,7 @@ pub fn prepare(t: &Template, p: &MccParams) -> Prepared {
         }
     }
     let cyls: Vec<[u64; CYL_WORDS]> = kept.into_iter().map(|(_, c)| c).collect();
-    Prepared::assemble(&cyls, &angles, &geometry)
+    Ok(Prepared::assemble(&cyls, &angles, &geometry))
 }
 
 /// G_D for each of the N_D layers, for a neighbour whose direction differs

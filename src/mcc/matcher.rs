@@ -107,6 +107,12 @@ impl Matcher {
         super::cylinder::prepare(t, &self.params)
     }
 
+    /// Builds the cylinders of a template, stopping (between minutiae) when
+    /// `cancel` says so: the work is quadratic in the minutiae.
+    pub fn prepare_until(&self, t: &Template, cancel: &crate::cancel::Cancel) -> Result<Prepared, crate::cancel::Stop> {
+        super::cylinder::prepare_checked(t, &self.params, &mut || cancel.check())
+    }
+
     /// Popcounts of cylinder `i` of `a` and `j` of `b` (no matchability test).
     pub fn pair_counts(a: PreparedRef, i: usize, b: PreparedRef, j: usize) -> PairCounts {
         gamma::pair_counts(a.cylinder(i), b.cylinder(j))

@@ -10,7 +10,8 @@
 use super::plan::{
     self, Cand, Found, GroupSize, Pair, PairScore, Phases, Scored, SubjectInfo, TemplateInfo, TemplateRef,
 };
-use super::{SearchError, Searcher};
+use super::{SearchError, Searcher, stopped};
+use crate::cancel::Cancel;
 use crate::embed::dot;
 use crate::gallery::{LoadedShard, Snapshot};
 use crate::mcc::{Prepared, PreparedRef, ScoreParts};
@@ -59,6 +60,8 @@ pub struct LocalPhases<'a> {
     pub probe: &'a [Prepped],
     /// Only subjects carrying all of these labels.
     pub labels: &'a [(String, String)],
+    /// Stop (deadline passed, caller gone).
+    pub cancel: &'a Cancel,
 }
 
 impl Phases for LocalPhases<'_> {
@@ -67,11 +70,11 @@ impl Phases for LocalPhases<'_> {
     }
 
     async fn candidates(&self, k: usize, ef: usize) -> Result<Found, SearchError> {
-        candidates(self.searcher, self.views, self.probe, self.labels, k, ef)
+        candidates(self.searcher, self.views, self.probe, self.labels, k, ef, self.cancel)
     }
 
     async fn score(&self, pairs: Vec<Pair>) -> Result<Scored, SearchError> {
-        score(self.searcher, self.views, self.probe, &pairs)
+        score(self.searcher, self.views, self.probe, &pairs, self.cancel)
     }
 }
 
@@ -83,6 +86,7 @@ pub fn candidates(
     labels: &[(String, String)],
     k: usize,
     ef: usize,
+    cancel: &Cancel,
 ) -> Result<Found, SearchError> {
     // One task per (finger, part, shard, partition), plus one per (finger, part) for the delta.
     let mut tasks: Vec<(usize, usize, Option<(usize, usize)>)> = Vec::new();
@@ -101,10 +105,11 @@ pub fn candidates(
     let found: Vec<Result<(usize, Vec<Cand>), SearchError>> = tasks
         .par_iter()
         .map(|&(f, vi, at)| {
+            cancel.check().map_err(|e| stopped(e, "candidates"))?;
             let v = &views[vi];
             let p = &probe[f];
             let hits = match at {
-                Some((si, pi)) => search_partition(searcher, &v.snap, si, pi, &p.embedding, labels, k, ef)?,
+                Some((si, pi)) => search_partition(searcher, &v.snap, si, pi, &p.embedding, labels, k, ef, cancel)?,
                 None => search_delta(&v.snap, p, labels, k),
             };
             let mut cands: Vec<Cand> = hits
@@ -142,6 +147,7 @@ pub fn score(
     views: &[GroupView],
     probe: &[Prepped],
     pairs: &[Pair],
+    cancel: &Cancel,
 ) -> Result<Scored, SearchError> {
     let by_group: HashMap<u32, &GroupView> = views.iter().map(|v| (v.group, v)).collect();
     // Each subject's templates, resolved once.
@@ -180,8 +186,10 @@ pub fn score(
     if order.iter().all(Vec::is_empty) {
         return Ok(out);
     }
-    let scores: Vec<Vec<ScoreParts>> =
-        searcher.rescorer().rescore(&queries).map_err(|e| SearchError::Internal(e.to_string()))?;
+    let scores: Vec<Vec<ScoreParts>> = searcher.rescorer().rescore_until(&queries, cancel).map_err(|e| match e {
+        rescore::RescoreError::Stopped(s) => stopped(s, "rescore"),
+        e => SearchError::Internal(e.to_string()),
+    })?;
     for (f, (refs, sc)) in order.iter().zip(scores).enumerate() {
         for (t, parts) in refs.iter().zip(sc) {
             out.scores.push(PairScore { finger: f as u32, template: (*t).clone(), parts });
@@ -200,6 +208,7 @@ fn search_partition(
     labels: &[(String, String)],
     k: usize,
     ef: usize,
+    cancel: &Cancel,
 ) -> Result<Vec<(Src, f32)>, SearchError> {
     let shard = &snap.shards[si];
     let part = &shard.partitions[pi];
@@ -213,23 +222,24 @@ fn search_partition(
         let dim = shard.shard.embedding().dim as usize;
         let mut row = vec![0f32; dim];
         let all = shard.shard.embeddings_f32();
-        let v: Vec<(u32, f32)> = part
-            .ids
-            .iter()
-            .filter(|&&t| !filtered || keep(t))
-            .map(|&t| {
-                let r = match all {
-                    Some(a) => &a[t as usize * dim..(t as usize + 1) * dim],
-                    None => {
-                        shard.shard.embedding_into(t as usize, &mut row);
-                        crate::embed::normalise(&mut row);
-                        &row[..]
-                    }
-                };
-                (t, dot(q, r))
-            })
-            .collect();
-        let mut v: Vec<(Src, f32)> = v.into_iter().map(|(t, s)| (Src::Shard(si as u32, t), s)).collect();
+        let mut v: Vec<(Src, f32)> = Vec::with_capacity(part.ids.len());
+        for (n, &t) in part.ids.iter().enumerate() {
+            if n % 4096 == 0 {
+                cancel.check().map_err(|e| stopped(e, "candidates"))?;
+            }
+            if filtered && !keep(t) {
+                continue;
+            }
+            let r = match all {
+                Some(a) => &a[t as usize * dim..(t as usize + 1) * dim],
+                None => {
+                    shard.shard.embedding_into(t as usize, &mut row);
+                    crate::embed::normalise(&mut row);
+                    &row[..]
+                }
+            };
+            v.push((Src::Shard(si as u32, t), dot(q, r)));
+        }
         top_k_with_ties(&mut v, k);
         return Ok(v);
     } else {

@@ -24,7 +24,13 @@
 //! cluster router over remote ones, with the same answer.
 //!
 //! A search holds one [`Snapshot`] per part from start to end, so shards
-//! attached, detached or compacted meanwhile never mix into one reply.
+//! attached, detached or compacted meanwhile never mix into one reply. Its
+//! [`Query::cancel`] (deadline, caller gone) is checked inside every long
+//! stage: between minutiae while the probe's cylinders are made, before
+//! each shard partition and every few thousand templates of an exact scan,
+//! and between comparisons (CPU) or batches (GPU) while re-scoring; a
+//! stopped search ends with [`SearchError::Deadline`] or
+//! [`SearchError::Cancelled`] naming the stage.
 //! [`Searcher::identify`] is synchronous and parallel (rayon); the server
 //! runs it off its async runtime.
 
@@ -33,6 +39,7 @@ pub mod impostor;
 pub mod local;
 pub mod plan;
 
+use crate::cancel::{Cancel, Stop};
 use crate::embed::Embedder;
 use crate::gallery::{Gallery, Snapshot};
 use crate::mcc::Matcher;
@@ -102,8 +109,8 @@ pub struct Query {
     pub decision: Option<Decision>,
     /// Only subjects carrying every one of these labels.
     pub labels: Vec<(String, String)>,
-    /// Give up after this instant.
-    pub deadline: Option<Instant>,
+    /// Stop (deadline passed, caller gone): checked inside every long stage.
+    pub cancel: Cancel,
 }
 
 /// One probe finger's comparison with a candidate subject.
@@ -181,9 +188,12 @@ pub enum SearchError {
     /// The request is malformed (names the finger and the problem).
     #[error("{0}")]
     Invalid(String),
-    /// The deadline passed (names the stage reached).
-    #[error("deadline exceeded {0}")]
+    /// The deadline passed (names the stage where the work stopped).
+    #[error("deadline exceeded in stage {0}")]
     Deadline(String),
+    /// The caller went away (names the stage where the work stopped).
+    #[error("cancelled in stage {0}")]
+    Cancelled(String),
     /// No such subject.
     #[error("not found: {0}")]
     NotFound(String),
@@ -424,14 +434,15 @@ impl Searcher {
         Ok(())
     }
 
-    /// Cylinders and embeddings of the probe's fingers.
-    pub fn prepare(&self, fingers: &[Template]) -> Vec<Prepped> {
+    /// Cylinders and embeddings of the probe's fingers (stopping between
+    /// minutiae when `cancel` says so: preparation is quadratic in them).
+    pub fn prepare(&self, fingers: &[Template], cancel: &Cancel) -> Result<Vec<Prepped>, SearchError> {
         fingers
             .par_iter()
-            .map(|t| Prepped {
-                prepared: self.matcher.prepare(t),
-                embedding: self.embedder.embed(t),
-                position: t.finger_position,
+            .map(|t| {
+                let prepared = self.matcher.prepare_until(t, cancel).map_err(|e| stopped(e, "prepare"))?;
+                cancel.check().map_err(|e| stopped(e, "prepare"))?;
+                Ok(Prepped { prepared, embedding: self.embedder.embed(t), position: t.finger_position })
             })
             .collect()
     }
@@ -445,7 +456,7 @@ impl Searcher {
             decision: q.decision.unwrap_or(Decision::Fpir(self.cfg.default_fpir)),
             want: if q.max_candidates == 0 { self.cfg.max_candidates } else { q.max_candidates },
             round2_subjects: self.cfg.round2_subjects,
-            deadline: q.deadline,
+            cancel: q.cancel.clone(),
         }
     }
 
@@ -462,17 +473,13 @@ impl Searcher {
         let plan = self.plan(q);
         Self::check_decision(plan.decision)?;
         Self::check_labels(&q.labels)?;
-        let deadline = |stage: &str| -> Result<(), SearchError> {
-            match q.deadline {
-                Some(d) if Instant::now() >= d => Err(SearchError::Deadline(stage.to_string())),
-                _ => Ok(()),
-            }
-        };
-        deadline("before the search started")?;
-        let prepped = self.prepare(&q.fingers);
+        let check = |stage: &str| q.cancel.check().map_err(|e| stopped(e, stage));
+        check("before the search")?;
+        let prepped = self.prepare(&q.fingers, &q.cancel)?;
         let prepare = t0.elapsed();
-        deadline("after preparing the probe")?;
-        let phases = local::LocalPhases { searcher: self, views, probe: &prepped, labels: &q.labels };
+        check("prepare")?;
+        let phases =
+            local::LocalPhases { searcher: self, views, probe: &prepped, labels: &q.labels, cancel: &q.cancel };
         let out = futures::executor::block_on(plan::identify(&phases, &plan))?;
         let timings = Timings {
             prepare,
@@ -501,6 +508,17 @@ impl Searcher {
         decision: Option<Decision>,
         deadline: Option<Instant>,
     ) -> Result<Reply, SearchError> {
+        self.verify_until(subject, fingers, decision, &Cancel::until(deadline))
+    }
+
+    /// [`Searcher::verify`], stopping when `cancel` says so.
+    pub fn verify_until(
+        &self,
+        subject: &str,
+        fingers: &[Template],
+        decision: Option<Decision>,
+        cancel: &Cancel,
+    ) -> Result<Reply, SearchError> {
         let t0 = Instant::now();
         Self::check_fingers(fingers)?;
         let decision = decision.unwrap_or(Decision::Fpir(self.cfg.default_fpir));
@@ -512,11 +530,8 @@ impl Searcher {
             return Err(not_found());
         }
         let mut timings = Timings::default();
-        let prepped = self.prepare(fingers);
+        let prepped = self.prepare(fingers, cancel)?;
         timings.prepare = t0.elapsed();
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(SearchError::Deadline("after preparing the probe".into()));
-        }
         let t2 = Instant::now();
         let subject: Arc<str> = subject.into();
         let pairs: Vec<plan::Pair> = prepped
@@ -534,8 +549,9 @@ impl Searcher {
             })
             .collect();
         let views = [view.clone()];
-        let phases = local::LocalPhases { searcher: self, views: &views, probe: &prepped, labels: &[] };
-        let plan = plan::Plan { model: &self.model, k: 0, ef: 0, decision, want: 1, round2_subjects: 0, deadline };
+        let phases = local::LocalPhases { searcher: self, views: &views, probe: &prepped, labels: &[], cancel };
+        let plan =
+            plan::Plan { model: &self.model, k: 0, ef: 0, decision, want: 1, round2_subjects: 0, cancel: cancel.clone() };
         let out = futures::executor::block_on(plan::score_subject(&phases, &plan, pairs))?;
         timings.rescore = t2.elapsed();
         let Some(m) = out.candidates.into_iter().next() else { return Err(not_found()) };
@@ -549,5 +565,13 @@ impl Searcher {
             generation: view.snap.generation,
             comparisons: out.comparisons,
         })
+    }
+}
+
+/// The error of work stopped in `stage`.
+pub fn stopped(s: Stop, stage: &str) -> SearchError {
+    match s {
+        Stop::Deadline => SearchError::Deadline(stage.to_string()),
+        Stop::Cancelled => SearchError::Cancelled(stage.to_string()),
     }
 }

@@ -26,7 +26,8 @@
 
 use super::fusion::{self, FingerEvidence, OperatingPoint};
 use super::impostor::ImpostorModel;
-use super::{Decision, FingerScore, SearchError, SubjectMatch};
+use super::{Decision, FingerScore, SearchError, SubjectMatch, stopped};
+use crate::cancel::Cancel;
 use crate::mcc::ScoreParts;
 use crate::template::FingerPosition;
 use std::cmp::Ordering;
@@ -168,7 +169,7 @@ pub trait Phases {
 }
 
 /// What the plan needs besides the phases.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Plan<'a> {
     /// The impostor model.
     pub model: &'a ImpostorModel,
@@ -182,8 +183,8 @@ pub struct Plan<'a> {
     pub want: usize,
     /// Subjects whose other fingers round 2 re-scores (0: all).
     pub round2_subjects: usize,
-    /// Give up after this instant.
-    pub deadline: Option<Instant>,
+    /// Stop (deadline passed, caller gone).
+    pub cancel: Cancel,
 }
 
 /// Where the plan's time went.
@@ -216,11 +217,8 @@ pub struct Outcome {
     pub timings: PlanTimings,
 }
 
-fn check_deadline(deadline: Option<Instant>, stage: &str) -> Result<(), SearchError> {
-    match deadline {
-        Some(d) if Instant::now() >= d => Err(SearchError::Deadline(stage.to_string())),
-        _ => Ok(()),
-    }
+fn check(cancel: &Cancel, stage: &str) -> Result<(), SearchError> {
+    cancel.check().map_err(|e| stopped(e, stage))
 }
 
 /// Whether a probe finger of position `p` is compared with a gallery
@@ -261,7 +259,7 @@ pub async fn identify<P: Phases>(phases: &P, plan: &Plan<'_>) -> Result<Outcome,
     let t1 = Instant::now();
     let found = phases.candidates(plan.k, plan.ef.max(plan.k)).await?;
     let mut timings = PlanTimings { candidates: t1.elapsed(), ..PlanTimings::default() };
-    check_deadline(plan.deadline, "after candidate search")?;
+    check(&plan.cancel, "candidates")?;
 
     // Round 1: every candidate of every finger.
     let t2 = Instant::now();
@@ -279,7 +277,7 @@ pub async fn identify<P: Phases>(phases: &P, plan: &Plan<'_>) -> Result<Outcome,
     }
     // Round 2: the other fingers of the strongest candidate subjects.
     if positions.len() > 1 {
-        check_deadline(plan.deadline, "after the first re-scoring round")?;
+        check(&plan.cancel, "rescore")?;
         let keep = round2_subjects(plan, &positions, &book);
         let mut extra = Vec::new();
         for s in &keep {
@@ -300,7 +298,7 @@ pub async fn identify<P: Phases>(phases: &P, plan: &Plan<'_>) -> Result<Outcome,
         }
     }
     timings.rescore = t2.elapsed();
-    check_deadline(plan.deadline, "after re-scoring")?;
+    check(&plan.cancel, "rescore")?;
 
     // Fuse per subject, rank, decide.
     let t3 = Instant::now();

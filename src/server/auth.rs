@@ -33,6 +33,18 @@ impl Caller {
     }
 }
 
+/// A refused call: the status to answer and who the caller was, as far as
+/// it is known (a valid token with too small a role keeps its name, so the
+/// audit trail says who tried).
+#[derive(Debug, Clone)]
+pub struct Denied {
+    /// UNAUTHENTICATED or PERMISSION_DENIED.
+    pub status: Status,
+    /// One line naming the caller: token name (when the token was valid),
+    /// certificate fingerprint and peer address.
+    pub who: String,
+}
+
 /// The token table.
 #[derive(Clone)]
 pub struct Auth {
@@ -64,6 +76,13 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
         *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+/// The token of an `authorization` value: the scheme `Bearer` in any case,
+/// one or more spaces, the token.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim()).filter(|t| !t.is_empty())
 }
 
 /// Constant-time equality of two digests.
@@ -98,23 +117,27 @@ impl Auth {
         !self.tokens.is_empty()
     }
 
-    /// Checks the request's bearer token for role `need`.
-    pub fn authorize<T>(&self, req: &Request<T>, need: Role) -> Result<Caller, Status> {
+    /// Checks the request's bearer token for role `need`. The scheme name
+    /// is case-insensitive (RFC 7235 section 2.1): `Bearer`, `bearer`, `BEARER`.
+    pub fn authorize<T>(&self, req: &Request<T>, need: Role) -> Result<Caller, Denied> {
         let peer = req.remote_addr().map(|a| a.to_string());
         let cert =
             req.peer_certs().and_then(|c| c.first().map(|c| format!("sha256:{}", &hex(&sha256(c.as_ref()))[..16])));
         if !self.enabled() {
             return Ok(Caller { name: "anonymous".into(), role: Role::Admin, cert, peer });
         }
-        let Some(value) = req.metadata().get("authorization") else {
-            return Err(Status::unauthenticated("missing bearer token: send metadata 'authorization: Bearer <token>'"));
+        let unauthenticated = |msg: &str| {
+            let who =
+                Caller { name: "unauthenticated".into(), role: Role::Search, cert: cert.clone(), peer: peer.clone() };
+            Denied { status: Status::unauthenticated(msg), who: who.describe() }
         };
-        let value = value.to_str().map_err(|_| Status::unauthenticated("authorization metadata is not ASCII"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| Status::unauthenticated("authorization metadata must be 'Bearer <token>'"))?;
-        let h = sha256(token.trim().as_bytes());
+        let Some(value) = req.metadata().get("authorization") else {
+            return Err(unauthenticated("missing bearer token: send metadata 'authorization: Bearer <token>'"));
+        };
+        let value = value.to_str().map_err(|_| unauthenticated("authorization metadata is not ASCII"))?;
+        let token =
+            bearer_token(value).ok_or_else(|| unauthenticated("authorization metadata must be 'Bearer <token>'"))?;
+        let h = sha256(token.as_bytes());
         // Compare with every entry (no early exit on a match).
         let mut found: Option<(&str, Role)> = None;
         for (th, name, role) in &self.tokens {
@@ -122,11 +145,15 @@ impl Auth {
                 found = Some((name, *role));
             }
         }
-        let (name, role) = found.ok_or_else(|| Status::unauthenticated("invalid bearer token"))?;
+        let (name, role) = found.ok_or_else(|| unauthenticated("invalid bearer token"))?;
+        let caller = Caller { name: name.to_string(), role, cert, peer };
         if role < need {
-            return Err(Status::permission_denied(format!("'{name}' has the {role:?} role; this call needs {need:?}")));
+            return Err(Denied {
+                status: Status::permission_denied(format!("'{name}' has the {role:?} role; this call needs {need:?}")),
+                who: caller.describe(),
+            });
         }
-        Ok(Caller { name: name.to_string(), role, cert, peer })
+        Ok(caller)
     }
 }
 
@@ -155,12 +182,22 @@ mod tests {
         let c = a.authorize(&with("Bearer search-token-0123456789"), Role::Search).unwrap();
         assert_eq!((c.name.as_str(), c.role), ("station", Role::Search));
         let e = a.authorize(&with("Bearer search-token-0123456789"), Role::Admin).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::PermissionDenied);
-        assert!(e.message().contains("station") && !e.message().contains("search-token"));
+        assert_eq!(e.status.code(), tonic::Code::PermissionDenied);
+        assert!(e.status.message().contains("station") && !e.status.message().contains("search-token"));
+        assert!(e.who.starts_with("station"), "a denied caller keeps its name: {}", e.who);
         assert_eq!(a.authorize(&with("Bearer admin-token-0123456789"), Role::Admin).unwrap().name, "ops");
-        assert_eq!(a.authorize(&with("Bearer nope"), Role::Search).unwrap_err().code(), tonic::Code::Unauthenticated);
-        assert_eq!(a.authorize(&with("Basic x"), Role::Search).unwrap_err().code(), tonic::Code::Unauthenticated);
-        assert_eq!(a.authorize(&Request::new(()), Role::Search).unwrap_err().code(), tonic::Code::Unauthenticated);
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let c = a.authorize(&with(&format!("{scheme}  admin-token-0123456789")), Role::Admin).unwrap();
+            assert_eq!(c.name, "ops", "{scheme}");
+        }
+        let code = |v: &str| a.authorize(&with(v), Role::Search).unwrap_err().status.code();
+        assert_eq!(code("Bearer nope"), tonic::Code::Unauthenticated);
+        assert_eq!(code("Basic x"), tonic::Code::Unauthenticated);
+        assert_eq!(code("Bearer "), tonic::Code::Unauthenticated);
+        assert_eq!(code("Bearersearch-token-0123456789"), tonic::Code::Unauthenticated);
+        let e = a.authorize(&Request::new(()), Role::Search).unwrap_err();
+        assert_eq!(e.status.code(), tonic::Code::Unauthenticated);
+        assert!(e.who.starts_with("unauthenticated"));
         let open = Auth::new(&[]).unwrap();
         assert_eq!(open.authorize(&Request::new(()), Role::Admin).unwrap().name, "anonymous");
     }

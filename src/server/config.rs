@@ -10,11 +10,28 @@
 //! max_in_flight = 64                    # admitted searches (running + queued); more are shed
 //! max_message_bytes = 4194304           # larger requests: RESOURCE_EXHAUSTED
 //! shutdown_grace_s = 30                 # in-flight requests get this long to finish
+//! # Listening beyond loopback needs authentication (tokens or mTLS); this
+//! # turns the refusal off and makes every caller on the network an admin:
+//! dangerously_allow_unauthenticated_network = false
+//!
+//! [limits]                              # what one client may ask of the server
+//! max_minutiae_per_view = 255           # per finger view, any format (ISO/ANSI records cannot hold more)
+//! max_minutiae_per_probe = 1500         # all views of one request (a probe or an enrolment)
+//! max_candidates = 100                  # candidates one identification may ask for
+//! max_labels = 32                       # labels per subject, and label filters per search
+//! max_label_bytes = 256                 # each label key and each value
+//! max_writes_in_flight = 4              # enrolments and deletions admitted at once; more are shed
+//! max_connections = 1024                # open connections; more are closed as they arrive
+//! handshake_timeout_s = 10              # a connection must start HTTP/2 (or TLS) within this
+//! idle_timeout_s = 600                  # a connection with no traffic either way is closed
+//! audit_refusals_per_s = 20             # audit lines per second for refused calls; the rest are counted
 //!
 //! [gallery]
 //! path = "/srv/whorl/gallery"
 //! verify_on_open = true                 # CRC every section before serving a shard
 //! sync = "per-record"                   # or "group": enrolment durability
+//! compact_log_bytes = 67108864          # compact when the write-ahead log passes this (0: never)
+//! compact_log_records = 100000          # ... or holds this many records (0: never)
 //!
 //! [search]                              # see whorl::search::SearchConfig
 //! candidates_per_finger = 100
@@ -25,6 +42,8 @@
 //! [backend]
 //! choice = "auto"                       # cpu | gpu | auto (WHORL_BACKEND overrides)
 //! gpu_resident_mib = 4096
+//! gpu_poll_timeout_ms = 10000           # a GPU batch taking longer: the GPU is dropped, the CPU takes over
+//!                                       # (a software adapter such as lavapipe needs far more)
 //!
 //! [tls]                                 # omit for plaintext (loopback only!)
 //! cert = "server.pem"
@@ -37,9 +56,20 @@
 //! token_sha256 = "9f86d0..."            # or token = "..." (hashed on load, never logged)
 //!
 //! [audit]
-//! path = "audit.jsonl"                  # append-only JSON lines
+//! path = "audit.jsonl"                  # append-only JSON lines (created 0600)
 //! ```
+//!
+//! Why each limit exists (the attacks they answer are measured in
+//! `benches/reports/hardening.md`): preparing a probe is quadratic in its
+//! minutiae, so the minutiae caps bound one request's work (checked while
+//! parsing, before any cylinder is built); `max_candidates`, `max_labels`
+//! and `max_label_bytes` keep replies far below `max_message_bytes` (and
+//! a reply that would still pass it loses its last candidates rather than
+//! failing); the connection limits answer clients that open connections
+//! and never speak. Parse errors of this file name the line and column but
+//! never echo its text (it holds tokens).
 
+pub use super::limits::LimitsSection;
 use crate::rescore::BackendChoice;
 use crate::search::SearchConfig;
 use serde::{Deserialize, Serialize};
@@ -62,6 +92,8 @@ pub struct Config {
     pub tls: Option<TlsSection>,
     /// Bearer tokens.
     pub auth: AuthSection,
+    /// What one client may ask.
+    pub limits: LimitsSection,
     /// The audit log.
     pub audit: AuditSection,
     /// Set: this server is a node of a cluster (see [`crate::cluster::config`]).
@@ -89,9 +121,8 @@ pub struct ServerSection {
     pub max_message_bytes: usize,
     /// Seconds in-flight requests get to finish on shutdown.
     pub shutdown_grace_s: u64,
-    /// Listen beyond loopback without authentication (tokens, or the
-    /// cluster token for a node): refused unless this is set.
-    pub allow_unauthenticated_remote: bool,
+    /// Serve beyond loopback without authentication (every caller an admin).
+    pub dangerously_allow_unauthenticated_network: bool,
 }
 
 impl Default for ServerSection {
@@ -104,7 +135,7 @@ impl Default for ServerSection {
             max_in_flight: 64,
             max_message_bytes: 4 << 20,
             shutdown_grace_s: 30,
-            allow_unauthenticated_remote: false,
+            dangerously_allow_unauthenticated_network: false,
         }
     }
 }
@@ -121,6 +152,10 @@ pub struct GallerySection {
     pub sync: SyncChoice,
     /// Build missing or stale indexes on open.
     pub build_missing_indexes: bool,
+    /// Compact once the write-ahead log passes this many bytes (0: never).
+    pub compact_log_bytes: u64,
+    /// Compact once the write-ahead log holds this many records (0: never).
+    pub compact_log_records: u64,
 }
 
 impl Default for GallerySection {
@@ -130,6 +165,8 @@ impl Default for GallerySection {
             verify_on_open: true,
             sync: SyncChoice::PerRecord,
             build_missing_indexes: true,
+            compact_log_bytes: 64 << 20,
+            compact_log_records: 100_000,
         }
     }
 }
@@ -152,11 +189,14 @@ pub struct BackendSection {
     pub choice: BackendChoice,
     /// GPU memory for resident shard cylinders, MiB.
     pub gpu_resident_mib: u64,
+    /// Longest wait for one GPU batch, ms; past it the GPU is taken out of
+    /// service and the CPU re-scores (counted in `whorl_gpu_fallbacks_total`).
+    pub gpu_poll_timeout_ms: u64,
 }
 
 impl Default for BackendSection {
     fn default() -> BackendSection {
-        BackendSection { choice: BackendChoice::Auto, gpu_resident_mib: 4096 }
+        BackendSection { choice: BackendChoice::Auto, gpu_resident_mib: 4096, gpu_poll_timeout_ms: 10_000 }
     }
 }
 
@@ -236,12 +276,17 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads a TOML file.
+    /// Reads a TOML file. A parse error names the line and column and
+    /// never quotes the file (which holds tokens).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Read { path: path.display().to_string(), message: e.to_string() })?;
-        toml::from_str(&text)
-            .map_err(|e| ConfigError::Read { path: path.display().to_string(), message: e.to_string() })
+        Config::parse(&text).map_err(|message| ConfigError::Read { path: path.display().to_string(), message })
+    }
+
+    /// Parses TOML text; the error is safe to print (see [`Config::load`]).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| scrub_toml_error(text, &e))
     }
 
     /// Checks the values that cannot be checked by their types.
@@ -266,6 +311,8 @@ impl Config {
         if self.server.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid("server.max_message_bytes must be at least 1024".into()));
         }
+        self.check_limits()?;
+        self.check_exposure()?;
         for t in &self.auth.tokens {
             match (&t.token, &t.token_sha256) {
                 (Some(tok), None) if tok.len() >= 16 => {}
@@ -299,6 +346,35 @@ impl Config {
         Ok(())
     }
 
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        self.limits.check()?;
+        if self.backend.gpu_poll_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("backend.gpu_poll_timeout_ms must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether callers must prove who they are: tokens, or client certificates (mTLS).
+    pub fn authenticates(&self) -> bool {
+        !self.auth.tokens.is_empty() || self.tls.as_ref().is_some_and(|t| t.client_ca.is_some())
+    }
+
+    /// Refuses to serve beyond loopback without authentication, unless
+    /// `server.dangerously_allow_unauthenticated_network` says so.
+    fn check_exposure(&self) -> Result<(), ConfigError> {
+        let ip = self.server.listen.ip();
+        if ip.is_loopback() || self.authenticates() || self.server.dangerously_allow_unauthenticated_network {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "refusing to listen on {} without authentication: anyone who can reach it would be an admin \
+             (enrol, delete, read templates). Configure [[auth.tokens]] or mutual TLS ([tls] client_ca), \
+             listen on loopback, or set server.dangerously_allow_unauthenticated_network = true \
+             (--dangerously-allow-unauthenticated-network) if the network itself is trusted",
+            self.server.listen
+        )))
+    }
+
     /// Worker threads to run.
     pub fn workers(&self) -> usize {
         if self.server.workers > 0 {
@@ -307,6 +383,47 @@ impl Config {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         }
     }
+}
+
+/// A TOML error as "line L column C: message", with every quoted value of
+/// the message replaced (a misplaced token would otherwise be echoed).
+fn scrub_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let at = match e.span() {
+        Some(r) => {
+            let before = &text.as_bytes()[..r.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            format!("line {line} column {col}: ")
+        }
+        None => String::new(),
+    };
+    let msg = e.message();
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    // Keep `...` names of fields and sections ("unknown field `lisen`"), drop
+    // anything in double quotes (values) and the variant a value named.
+    while let Some(i) = rest.find(['"', '`']) {
+        let (head, tail) = rest.split_at(i);
+        out.push_str(head);
+        let quote = &tail[..1];
+        let Some(end) = tail[1..].find(quote) else {
+            out.push_str("(text withheld)");
+            rest = "";
+            break;
+        };
+        let inner = &tail[1..1 + end];
+        let is_value = quote == "\"" || head.ends_with("variant ");
+        if is_value {
+            out.push_str("(value withheld)");
+        } else {
+            out.push('`');
+            out.push_str(inner);
+            out.push('`');
+        }
+        rest = &tail[end + 2..];
+    }
+    out.push_str(rest);
+    format!("{at}{}", out.trim_end())
 }
 
 #[cfg(test)]

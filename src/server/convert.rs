@@ -1,11 +1,14 @@
 //! Between the wire (protobuf) and the pipeline: templates in, with errors
 //! that name the template and the field; replies out; errors to status codes.
 
+use super::config::LimitsSection;
 use super::pb;
 use crate::gallery::GalleryError;
 use crate::search::{self, Decision, Reply, SearchError, SubjectMatch};
 use crate::template::{self, FingerPosition, Format, Template};
+use prost::Message;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::time::Duration;
 use tonic::Status;
 
@@ -36,16 +39,69 @@ pub fn format_of(v: i32) -> Result<Option<Format>, String> {
     })
 }
 
-/// Parses every record of a request: `INVALID_ARGUMENT` names the record
-/// (`template 2`), and the parser's error names the field and byte offset.
-pub fn parse_templates(records: &[pb::FingerTemplate], max_views: usize) -> Result<Parsed, Status> {
-    let t0 = std::time::Instant::now();
+/// Checks that need no parsing, before a request is admitted: the number
+/// of records (each holds at least one view).
+pub fn check_records(records: &[pb::FingerTemplate], max_views: usize) -> Result<(), Status> {
     if records.is_empty() {
         return Err(Status::invalid_argument("the request holds no templates"));
     }
+    if records.len() > max_views {
+        return Err(Status::invalid_argument(format!(
+            "the request holds {} template records; at most {max_views} finger views",
+            records.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks labels (of an enrolment, or a search's label filter) against the
+/// limits; the message names the label without quoting all of it.
+pub fn check_labels(labels: &HashMap<String, String>, limits: &LimitsSection, what: &str) -> Result<(), Status> {
+    if labels.len() > limits.max_labels {
+        return Err(Status::invalid_argument(format!(
+            "{what}: {} labels, more than the limit of {}",
+            labels.len(),
+            limits.max_labels
+        )));
+    }
+    let short = |s: &str| -> String {
+        if s.len() <= 40 { s.to_string() } else { format!("{}...", s.chars().take(32).collect::<String>()) }
+    };
+    for (k, v) in labels {
+        for (part, text) in [("key", k), ("value", v)] {
+            if text.len() > limits.max_label_bytes {
+                return Err(Status::invalid_argument(format!(
+                    "{what}: label '{}': {part} of {} bytes, more than the limit of {}",
+                    short(k),
+                    text.len(),
+                    limits.max_label_bytes
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses every record of a request: `INVALID_ARGUMENT` names the record
+/// (`template 2`), and the parser's error names the field and byte offset.
+/// The caps of `limits` are checked as the records are parsed: minutiae per
+/// view (by the parsers) and minutiae of all views together.
+pub fn parse_templates(
+    records: &[pb::FingerTemplate],
+    max_views: usize,
+    limits: &LimitsSection,
+) -> Result<Parsed, Status> {
+    let t0 = std::time::Instant::now();
+    check_records(records, max_views)?;
     let mut hash = Sha256::new();
     let mut fingers = Vec::new();
     let (mut views, mut view) = (Vec::new(), 0usize);
+    let mut minutiae = 0usize;
+    let opts = |format| template::ParseOptions {
+        format,
+        limits: template::Limits { max_views, ..limits.template() },
+        ..template::ParseOptions::default()
+    };
     for (i, r) in records.iter().enumerate() {
         hash.update((r.data.len() as u64).to_le_bytes());
         hash.update(&r.data);
@@ -56,13 +112,18 @@ pub fn parse_templates(records: &[pb::FingerTemplate], max_views: usize) -> Resu
                 r.finger_position
             )));
         }
-        let parsed = match format {
-            Some(f) => template::parse_as(&r.data, f),
-            None => template::parse(&r.data),
-        }
-        .map_err(|e| Status::invalid_argument(format!("template {i}: {e}")))?;
+        let parsed = template::parse_with(&r.data, &opts(format))
+            .map_err(|e| Status::invalid_argument(format!("template {i}: {e}")))?
+            .templates;
         if parsed.is_empty() {
             return Err(Status::invalid_argument(format!("template {i}: the record holds no finger views")));
+        }
+        minutiae += parsed.iter().map(|t| t.minutiae.len()).sum::<usize>();
+        if minutiae > limits.max_minutiae_per_probe {
+            return Err(Status::invalid_argument(format!(
+                "template {i} brings the request to {minutiae} minutiae (all views together), more than the limit of {}",
+                limits.max_minutiae_per_probe
+            )));
         }
         for mut t in parsed {
             if r.finger_position != 0 {
@@ -93,7 +154,10 @@ pub fn parse_templates(records: &[pb::FingerTemplate], max_views: usize) -> Resu
 pub fn search_status(e: SearchError) -> Status {
     match e {
         SearchError::Invalid(m) => Status::invalid_argument(m),
-        SearchError::Deadline(m) => Status::deadline_exceeded(format!("deadline exceeded {m}")),
+        SearchError::Deadline(m) => {
+            Status::deadline_exceeded(format!("deadline exceeded in stage {m}; the work stopped there"))
+        }
+        SearchError::Cancelled(m) => Status::cancelled(format!("cancelled in stage {m}")),
         SearchError::NotFound(m) => Status::not_found(m),
         SearchError::Internal(m) => Status::internal(m),
         SearchError::Unavailable(m) => Status::unavailable(m),
@@ -105,9 +169,35 @@ pub fn gallery_status(e: GalleryError) -> Status {
     match e {
         GalleryError::Invalid(m) => Status::invalid_argument(m),
         GalleryError::NotFound(m) => Status::not_found(m),
-        e @ (GalleryError::Mismatch(_) | GalleryError::Shard(_)) => Status::failed_precondition(e.to_string()),
+        GalleryError::AlreadyExists(m) => Status::already_exists(m),
+        GalleryError::Conflict(m) => Status::aborted(m),
+        GalleryError::Stopped(crate::cancel::Stop::Deadline) => {
+            Status::deadline_exceeded("deadline exceeded before the change was logged: nothing was changed")
+        }
+        GalleryError::Stopped(crate::cancel::Stop::Cancelled) => Status::cancelled("cancelled: nothing was changed"),
+        e @ (GalleryError::Mismatch(_) | GalleryError::Shard(_) | GalleryError::Locked(_)) => {
+            Status::failed_precondition(e.to_string())
+        }
         e => Status::internal(e.to_string()),
     }
+}
+
+/// Drops the last candidates of a reply until it encodes within `limit`
+/// bytes (less a margin for framing); returns how many were dropped. The
+/// caps on candidates and labels keep this from happening with the default
+/// limits; it guards smaller `max_message_bytes`.
+pub fn fit_reply(r: &mut pb::IdentifyResponse, limit: usize) -> usize {
+    let limit = limit.saturating_sub(256);
+    let mut dropped = 0;
+    while r.encoded_len() > limit && !r.candidates.is_empty() {
+        // Drop a share at a time: encoding is linear in the candidates.
+        let over = r.encoded_len() - limit;
+        let each = (r.encoded_len() / r.candidates.len()).max(1);
+        let n = over.div_ceil(each).clamp(1, r.candidates.len());
+        r.candidates.truncate(r.candidates.len() - n);
+        dropped += n;
+    }
+    dropped
 }
 
 /// A decision oneof of a request.

@@ -9,11 +9,15 @@
 //!   parallel steps (fingers, shards, candidates) never steal and run
 //!   another request's work, which would add that request's whole service
 //!   time to this one's latency.
-//! * **Abandoned work is skipped.** A job whose caller has gone (deadline
-//!   passed, client cancelled) is dropped before it starts.
+//! * **Abandoned work is stopped.** When the caller goes away (deadline
+//!   answered, client cancelled, connection closed) the job's [`Cancel`] is
+//!   set: a queued job gives its slot back at once and is skipped when a
+//!   worker reaches it; a running one stops at its next check (see
+//!   [`crate::search`]) and frees its slot then.
 
-use std::sync::Arc;
+use crate::cancel::{Cancel, Stop};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -32,6 +36,30 @@ pub struct Engine {
 /// A slot in the engine, held from admission to reply.
 #[derive(Debug)]
 pub struct Permit(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// Why a job gave no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRun {
+    /// The engine is shutting down.
+    ShuttingDown,
+    /// The job was stopped before it started (deadline passed while queued).
+    Stopped(Stop),
+}
+
+/// The caller's side of a submitted job: when dropped (the caller went
+/// away), cancels the job and, if no worker has taken it yet, frees its slot.
+struct Abandon {
+    cancel: Cancel,
+    slot: Arc<Mutex<Option<Permit>>>,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        let queued = self.slot.lock().ok().and_then(|mut s| s.take());
+        drop(queued);
+    }
+}
 
 /// What a job reports besides its result.
 #[derive(Debug, Clone, Copy)]
@@ -99,31 +127,45 @@ impl Engine {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` on a worker; `None` if the engine is shutting down. The
-    /// permit is released when the job ends (or is skipped).
+    /// Runs `f` on a worker. The permit is released when the job ends, or
+    /// at once when the caller goes away while the job is still queued;
+    /// `cancel` is set when the caller goes away (`f` should check it).
     pub async fn run<R: Send + 'static>(
         &self,
         permit: Permit,
+        cancel: Cancel,
         f: impl FnOnce() -> R + Send + 'static,
-    ) -> Option<(R, Ran)> {
-        let (tx, rx) = oneshot::channel();
+    ) -> Result<(R, Ran), NotRun> {
+        let (tx, rx) = oneshot::channel::<Result<(R, Ran), NotRun>>();
         let submitted = Instant::now();
         let queued = Arc::clone(&self.queued);
+        let slot = Arc::new(Mutex::new(Some(permit)));
+        let abandon = Abandon { cancel: cancel.clone(), slot: Arc::clone(&slot) };
         queued.fetch_add(1, Ordering::Relaxed);
         let job: Job = Box::new(move || {
             queued.fetch_sub(1, Ordering::Relaxed);
+            // The worker takes the slot; if it is gone, the caller left and freed it.
+            let Some(held) = slot.lock().ok().and_then(|mut s| s.take()) else { return };
             if tx.is_closed() {
-                return; // nobody waits for it any more (the permit goes with the job)
+                return; // nobody waits for it any more
+            }
+            if let Err(stop) = cancel.check() {
+                drop(held);
+                let _ = tx.send(Err(NotRun::Stopped(stop)));
+                return;
             }
             let ran = Ran { queued: submitted.elapsed() };
             let r = f();
             // Free the slot before replying, so a caller that saw its reply
             // never sees its own search still counted in flight.
-            drop(permit);
-            let _ = tx.send((r, ran));
+            drop(held);
+            let _ = tx.send(Ok((r, ran)));
         });
-        self.tx.as_ref()?.send(job).ok()?;
-        rx.await.ok()
+        let Some(jobs) = self.tx.as_ref() else { return Err(NotRun::ShuttingDown) };
+        jobs.send(job).map_err(|_| NotRun::ShuttingDown)?;
+        let out = rx.await.unwrap_or(Err(NotRun::ShuttingDown));
+        drop(abandon);
+        out
     }
 
     /// Stops taking jobs, lets the workers finish what is queued, and joins them.
@@ -152,12 +194,12 @@ mod tests {
         assert!(e.try_admit().is_none());
         assert_eq!(e.in_flight(), 3);
         let mut it = p.into_iter();
-        let (r, _) = e.run(it.next().unwrap(), rayon::current_num_threads).await.unwrap();
+        let (r, _) = e.run(it.next().unwrap(), Cancel::default(), rayon::current_num_threads).await.unwrap();
         assert_eq!(r, 1, "each search runs on its worker's own pool");
         drop(it);
         assert_eq!(e.in_flight(), 0);
         let permit = e.admit().await.unwrap();
-        assert_eq!(e.run(permit, || 7).await.unwrap().0, 7);
+        assert_eq!(e.run(permit, Cancel::default(), || 7).await.unwrap().0, 7);
         e.shutdown();
     }
 }

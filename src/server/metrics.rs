@@ -1,7 +1,9 @@
 //! Prometheus metrics (prometheus-client, OpenMetrics text) served over
 //! HTTP at `/metrics`: request counts and latencies per method and status,
-//! stage latencies, in-flight requests, shed requests, comparisons, the
-//! re-scoring backend and the gallery's size.
+//! stage latencies, in-flight requests, shed requests, work stopped by a
+//! deadline or a departed caller (per stage), GPU fall-backs to the CPU,
+//! connections (open, and closed by the limits), compactions, comparisons,
+//! the re-scoring backend and the gallery's size.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -34,6 +36,17 @@ struct BackendLabel {
     backend: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoppedLabel {
+    stage: String,
+    why: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
 type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -56,6 +69,12 @@ pub struct Metrics {
     shards: Gauge,
     generation: Gauge,
     problems: Gauge,
+    stopped: Family<StoppedLabel, Counter>,
+    gpu_fallbacks: Family<ReasonLabel, Counter>,
+    connections: Gauge,
+    connections_closed: Family<ReasonLabel, Counter>,
+    compactions: Family<ReasonLabel, Counter>,
+    saturated: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -102,6 +121,34 @@ impl Metrics {
         registry.register("gallery_generation", "Gallery snapshot generation", generation.clone());
         let problems = Gauge::default();
         registry.register("gallery_problems", "Shards left out as damaged (degraded when > 0)", problems.clone());
+        let stopped = Family::<StoppedLabel, Counter>::default();
+        registry.register(
+            "stopped",
+            "Searches stopped inside a stage because the deadline passed or the caller went away",
+            stopped.clone(),
+        );
+        let gpu_fallbacks = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "gpu_fallbacks",
+            "GPU batches re-scored on the CPU instead, by reason",
+            gpu_fallbacks.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register("connections", "Open gRPC connections", connections.clone());
+        let connections_closed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections closed by the server's limits (handshake_timeout, idle_timeout, over_limit)",
+            connections_closed.clone(),
+        );
+        let compactions = Family::<ReasonLabel, Counter>::default();
+        registry.register("compactions", "Compactions done, by trigger (rpc, auto)", compactions.clone());
+        let saturated = Gauge::default();
+        registry.register(
+            "saturated",
+            "1 while every search slot is taken (health says NOT_SERVING)",
+            saturated.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -116,7 +163,75 @@ impl Metrics {
             shards,
             generation,
             problems,
+            stopped,
+            gpu_fallbacks,
+            connections,
+            connections_closed,
+            compactions,
+            saturated,
         }
+    }
+
+    /// Counts a search stopped by its deadline or a departed caller.
+    pub fn stopped(&self, e: &crate::search::SearchError) {
+        use crate::search::SearchError;
+        let (stage, why) = match e {
+            SearchError::Deadline(s) => (s, "deadline"),
+            SearchError::Cancelled(s) => (s, "cancelled"),
+            _ => return,
+        };
+        self.stopped.get_or_create(&StoppedLabel { stage: stage.clone(), why: why.into() }).inc();
+    }
+
+    /// Searches stopped in `stage` so far (deadline and cancelled).
+    pub fn stopped_in(&self, stage: &str) -> u64 {
+        ["deadline", "cancelled"]
+            .iter()
+            .map(|w| self.stopped.get_or_create(&StoppedLabel { stage: stage.into(), why: (*w).into() }).get())
+            .sum()
+    }
+
+    /// Counts a GPU batch re-scored on the CPU.
+    pub fn gpu_fallback(&self, reason: &str) {
+        self.gpu_fallbacks.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+    }
+
+    /// GPU fall-backs so far, all reasons.
+    pub fn gpu_fallbacks_total(&self) -> u64 {
+        ["timeout", "lost", "error"]
+            .iter()
+            .map(|r| self.gpu_fallbacks.get_or_create(&ReasonLabel { reason: (*r).into() }).get())
+            .sum()
+    }
+
+    /// Sets the open-connections gauge.
+    pub fn set_connections(&self, n: usize) {
+        self.connections.set(n as i64);
+    }
+
+    /// Counts a connection closed by a limit.
+    pub fn connection_closed(&self, reason: &str) {
+        self.connections_closed.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+    }
+
+    /// Connections closed for `reason` so far.
+    pub fn connections_closed(&self, reason: &str) -> u64 {
+        self.connections_closed.get_or_create(&ReasonLabel { reason: reason.into() }).get()
+    }
+
+    /// Counts a compaction.
+    pub fn compacted(&self, trigger: &str) {
+        self.compactions.get_or_create(&ReasonLabel { reason: trigger.into() }).inc();
+    }
+
+    /// Compactions so far, every trigger.
+    pub fn compactions_total(&self) -> u64 {
+        ["rpc", "auto"].iter().map(|r| self.compactions.get_or_create(&ReasonLabel { reason: (*r).into() }).get()).sum()
+    }
+
+    /// Sets the saturation gauge.
+    pub fn set_saturated(&self, on: bool) {
+        self.saturated.set(i64::from(on));
     }
 
     /// Counts a finished request.
@@ -142,7 +257,7 @@ impl Metrics {
     /// Total requests shed so far.
     pub fn shed_total(&self) -> u64 {
         let mut n = 0;
-        for m in ["Identify", "IdentifyStream", "Verify"] {
+        for m in ["Identify", "IdentifyStream", "Verify", "Enroll", "Delete"] {
             n += self.shed.get_or_create(&MethodLabel { method: m.into() }).get();
         }
         n

@@ -5,13 +5,20 @@
 //! indexes loaded or built, log replayed, cylinders made resident on the
 //! GPU); then SERVING. Shutdown (SIGTERM, Ctrl-C) turns health to
 //! NOT_SERVING, stops accepting connections, lets admitted requests finish
-//! within `shutdown_grace_s`, drains the audit trail, and exits.
+//! within `shutdown_grace_s`, drains the audit trail, and exits. While
+//! every search slot is taken, health says NOT_SERVING (back to SERVING
+//! below three quarters), so balancers steer new load elsewhere.
 //!
-//! * [`config`]: the TOML configuration and its checks.
+//! * [`config`]: the TOML configuration and its checks (it refuses to
+//!   listen beyond loopback without authentication); [`limits`]: what one
+//!   client may ask.
+//! * [`conn`]: accepting connections within limits (count, handshake and
+//!   idle timeouts).
 //! * [`auth`], [`audit`], [`metrics`]: who may call, what was done, how it went.
 //! * [`engine`]: search workers behind admission control (load shedding).
 //! * [`convert`]: wire ↔ pipeline, errors → status codes.
 //! * [`service`]: the `Identification` and `Gallery` services.
+//! * [`writes`]: enrolment, deletion and compaction (RPC and automatic).
 //! * [`client`]: connecting to a server (CLI, benchmarks, tests).
 //! * [`loadgen`]: the closed-loop load generator of `whorl bench --server`.
 
@@ -19,27 +26,30 @@ pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod convert;
 pub mod engine;
+mod health;
+pub mod limits;
 pub mod loadgen;
 pub mod metrics;
 pub mod pb;
 pub mod service;
+pub mod writes;
 
 use crate::embed::Embedder;
 use crate::gallery::{Gallery, GalleryOptions, SyncMode};
 use crate::gpu::{GpuOptions, GpuRescorer};
 use crate::mcc::Matcher;
-use crate::rescore::{AutoRescorer, BackendChoice, CpuRescorer, Rescorer};
+use crate::rescore::{AutoRescorer, BackendChoice, CpuRescorer, FallbackHook, Rescorer};
 use crate::search::Searcher;
 use crate::search::impostor::ImpostorModel;
 use config::{Config, SyncChoice};
 use service::{Services, State};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
@@ -63,18 +73,26 @@ pub type Backend = (Arc<dyn Rescorer>, Option<Arc<GpuRescorer>>);
 /// The re-scoring backend the configuration asks for: `auto` takes a
 /// hardware GPU when there is one (never a software one: lavapipe is far
 /// slower than the CPU kernel), `gpu` insists on one (software allowed),
-/// `cpu` never looks. A GPU lost while serving falls back to the CPU.
-pub fn backend(choice: BackendChoice, matcher: &Matcher, resident_mib: u64) -> Result<Backend, ServeError> {
+/// `cpu` never looks. A GPU lost, or hung past `poll_timeout`, while
+/// serving falls back to the CPU; `on_fallback` hears of each fall-back.
+pub fn backend(
+    choice: BackendChoice,
+    matcher: &Matcher,
+    resident_mib: u64,
+    poll_timeout: Duration,
+    on_fallback: Option<FallbackHook>,
+) -> Result<Backend, ServeError> {
     let cpu = CpuRescorer::new(matcher.clone());
     let budget = resident_mib << 20;
+    let poll_timeout = Some(poll_timeout);
     let gpu = match choice {
         BackendChoice::Cpu => None,
         BackendChoice::Gpu => {
-            let opts = GpuOptions { allow_software: true, ..GpuOptions::default() };
+            let opts = GpuOptions { allow_software: true, poll_timeout, ..GpuOptions::default() };
             Some(GpuRescorer::new(matcher, &opts, budget).map_err(|e| ServeError::Io(format!("backend gpu: {e}")))?)
         }
         BackendChoice::Auto => {
-            let opts = GpuOptions { allow_software: false, ..GpuOptions::default() };
+            let opts = GpuOptions { allow_software: false, poll_timeout, ..GpuOptions::default() };
             match GpuRescorer::new(matcher, &opts, budget) {
                 Ok(g) => Some(g),
                 Err(e) => {
@@ -89,17 +107,28 @@ pub fn backend(choice: BackendChoice, matcher: &Matcher, resident_mib: u64) -> R
         Some(g) => {
             let g = Arc::new(g);
             tracing::info!("re-scoring on {}", g.describe());
-            (Arc::new(AutoRescorer::new(Some(Box::new(Arc::clone(&g))), cpu)), Some(g))
+            let mut auto = AutoRescorer::new(Some(Box::new(Arc::clone(&g))), cpu);
+            if let Some(hook) = on_fallback {
+                auto = auto.with_fallback_hook(hook);
+            }
+            (Arc::new(auto), Some(g))
         }
     })
 }
 
 /// Opens the gallery and makes the searcher (blocking: run it off the async threads).
-fn open_searcher(cfg: &Config, gpu_slot: &mut Option<Arc<GpuRescorer>>) -> Result<Searcher, String> {
+fn open_searcher(
+    cfg: &Config,
+    metrics: &Arc<metrics::Metrics>,
+    gpu_slot: &mut Option<Arc<GpuRescorer>>,
+) -> Result<Searcher, String> {
     let matcher = Matcher::default();
     let model = ImpostorModel::builtin(crate::shard::mcc_params_crc(matcher.params())).map_err(|e| e.to_string())?;
-    let (rescorer, gpu) =
-        backend(cfg.backend.choice, &matcher, cfg.backend.gpu_resident_mib).map_err(|e| e.to_string())?;
+    let m = Arc::clone(metrics);
+    let hook: FallbackHook = Arc::new(move |why| m.gpu_fallback(why.name()));
+    let timeout = Duration::from_millis(cfg.backend.gpu_poll_timeout_ms);
+    let (rescorer, gpu) = backend(cfg.backend.choice, &matcher, cfg.backend.gpu_resident_mib, timeout, Some(hook))
+        .map_err(|e| e.to_string())?;
     *gpu_slot = gpu;
     let opts = GalleryOptions {
         verify_on_open: cfg.gallery.verify_on_open,
@@ -115,9 +144,10 @@ fn open_searcher(cfg: &Config, gpu_slot: &mut Option<Arc<GpuRescorer>>) -> Resul
     Searcher::new(Arc::new(g), rescorer, model, cfg.search.clone()).map_err(|e| e.to_string())
 }
 
-fn tls(cfg: &config::TlsSection) -> Result<ServerTlsConfig, ServeError> {
+fn tls(cfg: &config::TlsSection, handshake: Duration) -> Result<ServerTlsConfig, ServeError> {
     let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| ServeError::Io(format!("tls: {}: {e}", p.display())));
-    let mut t = ServerTlsConfig::new().identity(Identity::from_pem(read(&cfg.cert)?, read(&cfg.key)?));
+    let mut t =
+        ServerTlsConfig::new().identity(Identity::from_pem(read(&cfg.cert)?, read(&cfg.key)?)).timeout(handshake);
     if let Some(ca) = &cfg.client_ca {
         t = t.client_ca_root(Certificate::from_pem(read(ca)?));
     }
@@ -154,6 +184,7 @@ pub struct Running {
     loader: tokio::task::JoinHandle<()>,
     metrics_stop: Option<tokio::sync::oneshot::Sender<()>>,
     audit_thread: Option<std::thread::JoinHandle<()>>,
+    watcher: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Running {
@@ -162,17 +193,34 @@ impl std::fmt::Debug for Running {
     }
 }
 
-const SERVICES: [&str; 3] = ["", "whorl.v1.Identification", "whorl.v1.Gallery"];
+/// The services health reports on ("" is the server as a whole).
+pub(crate) const SERVICES: [&str; 3] = ["", "whorl.v1.Identification", "whorl.v1.Gallery"];
+
+/// Warns loudly when the configuration serves the network without authentication.
+fn warn_if_exposed(cfg: &Config) {
+    if !cfg.server.listen.ip().is_loopback() && !cfg.authenticates() {
+        tracing::warn!(
+            "SERVING {} WITHOUT AUTHENTICATION (server.dangerously_allow_unauthenticated_network): \
+             anyone who can reach this port may enrol, delete and read templates",
+            cfg.server.listen
+        );
+        eprintln!(
+            "whorl: WARNING: serving {} without authentication: every caller on the network is an admin",
+            cfg.server.listen
+        );
+    }
+}
 
 /// Binds, starts serving (NOT_SERVING until the gallery is open) and
 /// returns at once.
 pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     cfg.check()?;
+    warn_if_exposed(&cfg);
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .map_err(|e| ServeError::Io(format!("binding {}: {e}", cfg.server.listen)))?;
     let addr = listener.local_addr().map_err(|e| ServeError::Io(e.to_string()))?;
-    let (audit, audit_thread) = audit::Audit::open(cfg.audit.path.as_deref())
+    let (audit, audit_thread) = audit::Audit::open(cfg.audit.path.as_deref(), cfg.limits.audit_refusals_per_s)
         .map_err(|e| ServeError::Io(format!("audit log {:?}: {e}", cfg.audit.path)))?;
     let workers = cfg.workers();
     let engine = engine::Engine::new(workers, cfg.server.threads_per_search, cfg.server.max_in_flight)
@@ -183,21 +231,26 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         health.set_service_status(s, ServingStatus::NotServing).await;
     }
     let max_msg = cfg.server.max_message_bytes;
-    let tls_cfg = cfg.tls.as_ref().map(tls).transpose()?;
+    let conn_limits = conn::ConnLimits {
+        max_connections: cfg.limits.max_connections,
+        handshake: Duration::from_secs(cfg.limits.handshake_timeout_s),
+        idle: Duration::from_secs(cfg.limits.idle_timeout_s),
+    };
+    let tls_cfg = cfg.tls.as_ref().map(|t| tls(t, conn_limits.handshake)).transpose()?;
     let metrics_listen = cfg.server.metrics_listen;
 
     // The gallery opens in the background; until then searches get
     // UNAVAILABLE and health says NOT_SERVING. The GPU (chosen as the
     // gallery opens) is part of the state, so the state is made after it.
     let cfg2 = cfg.clone();
+    let m2 = Arc::clone(&metrics);
     let opened = tokio::task::spawn_blocking(move || {
         let mut gpu = None;
-        let s = open_searcher(&cfg2, &mut gpu);
+        let s = open_searcher(&cfg2, &m2, &mut gpu);
         (s, gpu)
     });
     let st = Arc::new(State {
         auth: auth::Auth::new(&cfg.auth.tokens)?,
-        cfg,
         searcher: OnceLock::new(),
         load_error: Mutex::new(None),
         engine,
@@ -206,11 +259,16 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         gpu: OnceLock::new(),
         model: "impostor-mcc-v1".into(),
         identifications: AtomicU64::new(0),
+        writes: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_writes_in_flight)),
+        compacting: AtomicBool::new(false),
+        cfg,
     });
     let services = Services::new(Arc::clone(&st));
 
     let reporter = health.clone();
     let st_load = Arc::clone(&st);
+    let watcher = Arc::new(Mutex::new(None));
+    let watcher2 = Arc::clone(&watcher);
     let loader = tokio::spawn(async move {
         match opened.await {
             Ok((Ok(searcher), gpu)) => {
@@ -232,6 +290,11 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
                 for s in SERVICES {
                     reporter.set_service_status(s, ServingStatus::Serving).await;
                 }
+                if let Ok(mut w) = watcher2.lock() {
+                    *w = Some(tokio::spawn(health::watch_saturation(Arc::clone(&st_load), reporter)));
+                }
+                // A long log replayed at open: fold it now rather than at the next restart.
+                Services::new(st_load).maybe_compact();
             }
             Ok((Err(e), _)) => {
                 tracing::error!("the gallery failed to open: {e}; health stays NOT_SERVING");
@@ -271,7 +334,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         .add_service(reflection_v1alpha)
         .add_service(ident)
         .add_service(gallery);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = conn::incoming(listener, conn_limits, Arc::clone(&st.metrics));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(async move {
         router
@@ -295,7 +358,18 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         None => (None, None),
     };
     tracing::info!("whorl serving gRPC on {addr}");
-    Ok(Running { addr, metrics_addr, state: st, health, stop: Some(stop), serve, loader, metrics_stop, audit_thread })
+    Ok(Running {
+        addr,
+        metrics_addr,
+        state: st,
+        health,
+        stop: Some(stop),
+        serve,
+        loader,
+        metrics_stop,
+        audit_thread,
+        watcher,
+    })
 }
 
 impl Running {
@@ -322,8 +396,14 @@ impl Running {
     }
 
     /// Graceful shutdown: NOT_SERVING, stop accepting, let admitted
-    /// requests finish (up to `shutdown_grace_s`), drain the audit trail.
+    /// requests finish (up to `shutdown_grace_s`), drain the audit trail,
+    /// close the gallery (releasing its lock) unless a caller still holds
+    /// [`Running::state`].
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        self.loader.abort();
+        if let Some(w) = self.watcher.lock().ok().and_then(|mut w| w.take()) {
+            w.abort();
+        }
         for s in SERVICES {
             self.health.set_service_status(s, ServingStatus::NotServing).await;
         }
@@ -350,6 +430,14 @@ impl Running {
         if let Some(t) = self.audit_thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
+        // Close the gallery (and release its lock) before returning, once
+        // the last connection task lets go of the state (bounded wait).
+        let Running { state, .. } = self;
+        let t0 = std::time::Instant::now();
+        while Arc::strong_count(&state) > 1 && t0.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(state);
         served
     }
 }

@@ -1,18 +1,22 @@
 //! The two gRPC services over one shared state: `Identification`
 //! (Identify, IdentifyStream, Verify) and `Gallery` (Enroll, Delete,
-//! GetSubject, ListShards, LoadShard, UnloadShard, Stats).
+//! GetSubject, ListShards, LoadShard, UnloadShard, Stats, Compact).
 //!
-//! Every call: authorise (bearer token → role), parse (errors name the
-//! template and the field), admit (or shed), search on a worker before the
-//! deadline, reply, then count it (Prometheus) and audit it (JSONL).
+//! Every call: authorise (bearer token → role), cheap checks (sizes,
+//! counts, limits), admit (or shed: nothing is parsed for a request the
+//! server has no room for), parse (errors name the template and the field)
+//! and search on a worker, stopping the work when the deadline passes or
+//! the caller goes away, reply, then count it (Prometheus) and audit it
+//! (JSONL). Enrolments and deletions are in [`super::writes`].
 
 use super::audit::{Audit, Event};
 use super::auth::{Auth, Caller};
 use super::config::{Config, Role};
 use super::convert;
-use super::engine::Engine;
+use super::engine::{Engine, NotRun};
 use super::metrics::Metrics;
 use super::pb;
+use crate::cancel::{Cancel, Stop};
 use crate::gallery::{Gallery, GalleryError};
 use crate::gpu::GpuRescorer;
 use crate::search::{Query, Searcher};
@@ -20,7 +24,7 @@ use crate::template::{self, Format};
 use futures::{Stream, StreamExt};
 use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -36,8 +40,6 @@ fn remap_views(r: &mut crate::search::Reply, views: &[usize]) {
         }
     }
 }
-/// Candidates a request may ask for.
-pub const MAX_CANDIDATES: u32 = 1000;
 
 /// What the services share.
 pub struct State {
@@ -61,6 +63,10 @@ pub struct State {
     pub model: String,
     /// Identifications answered.
     pub identifications: AtomicU64,
+    /// Admission of enrolments and deletions (`limits.max_writes_in_flight`).
+    pub writes: Arc<tokio::sync::Semaphore>,
+    /// Set while a compaction runs (one at a time).
+    pub compacting: AtomicBool,
 }
 
 impl std::fmt::Debug for State {
@@ -73,9 +79,30 @@ impl State {
     /// The searcher, or UNAVAILABLE while the gallery loads (or failed to).
     pub fn searcher(&self) -> Result<&Arc<Searcher>, Status> {
         self.searcher.get().ok_or_else(|| match self.load_error.lock().ok().and_then(|e| e.clone()) {
-            Some(e) => Status::unavailable(format!("the gallery failed to open: {e}")),
+            Some(e) => Status::unavailable(self.scrub(&format!("the gallery failed to open: {e}"))),
             None => Status::unavailable("the gallery is still loading (health reports NOT_SERVING until it is ready)"),
         })
+    }
+
+    /// `msg` with the gallery folder's path replaced by `GALLERY`: clients
+    /// see file names, never where the server keeps its files.
+    pub fn scrub(&self, msg: &str) -> String {
+        let mut out = msg.to_string();
+        let dir = &self.cfg.gallery.path;
+        let forms = [std::fs::canonicalize(dir).ok(), std::path::absolute(dir).ok(), Some(dir.clone())];
+        for f in forms.into_iter().flatten() {
+            let f = f.display().to_string();
+            if f.len() > 1 {
+                out = out.replace(&format!("{f}/"), "").replace(&f, "GALLERY");
+            }
+        }
+        out
+    }
+
+    /// A gallery error as a status, without the server's paths.
+    pub fn gallery_status(&self, e: GalleryError) -> Status {
+        let s = convert::gallery_status(e);
+        Status::new(s.code(), self.scrub(s.message()))
     }
 
     /// Records an audit event.
@@ -146,13 +173,28 @@ fn expired() -> Status {
     Status::deadline_exceeded("deadline exceeded before the search started")
 }
 
+/// The status of work stopped by its [`Cancel`].
+fn stopped_status(s: Stop, when: &str) -> Status {
+    match s {
+        Stop::Deadline => Status::deadline_exceeded(format!("deadline exceeded {when}; the work was stopped")),
+        Stop::Cancelled => Status::cancelled(format!("cancelled {when}")),
+    }
+}
+
 /// The services (cheap to clone: one shared state).
 #[derive(Debug, Clone)]
 pub struct Services {
-    st: Arc<State>,
+    pub(super) st: Arc<State>,
 }
 
-type Outcome<T> = (Result<T, Status>, Option<String>);
+pub(super) type Outcome<T> = (Result<T, Status>, Option<String>);
+
+/// What a search job hands back besides its reply.
+struct Searched<T> {
+    reply: T,
+    views: Vec<usize>,
+    parse: Duration,
+}
 
 impl Services {
     /// Services over `st`.
@@ -165,27 +207,53 @@ impl Services {
         &self.st
     }
 
-    fn finish<T>(&self, method: &str, t0: Instant, caller: &str, r: &Result<T, Status>, fill: impl FnOnce(&mut Event)) {
+    /// Counts a finished request (Prometheus).
+    pub(super) fn count<T>(&self, method: &str, t0: Instant, r: &Result<T, Status>) {
         let code = r.as_ref().map(|_| Code::Ok).unwrap_or_else(|s| s.code());
         self.st.metrics.request(method, code, t0.elapsed());
         self.st.metrics.set_in_flight(self.st.engine.in_flight());
+    }
+
+    pub(super) fn finish<T>(
+        &self,
+        method: &str,
+        t0: Instant,
+        caller: &str,
+        r: &Result<T, Status>,
+        fill: impl FnOnce(&mut Event),
+    ) {
+        self.count(method, t0, r);
+        let code = r.as_ref().map(|_| Code::Ok).unwrap_or_else(|s| s.code());
         let mut e = Event::now(caller.to_string(), method, code);
         fill(&mut e);
         self.st.audit(e);
     }
 
-    fn who<T>(&self, req: &Request<T>, need: Role) -> Result<Caller, (Status, String)> {
-        self.st.auth.authorize(req, need).map_err(|s| {
-            let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
-            (s, format!("unauthenticated peer={peer}"))
-        })
+    /// The caller, or the refusal and who was refused (a valid token with
+    /// too small a role keeps its name).
+    pub(super) fn who<T>(&self, req: &Request<T>, need: Role) -> Result<Caller, (Status, String)> {
+        self.st.auth.authorize(req, need).map_err(|d| (d.status, d.who))
     }
 
-    /// One search, admitted (`wait`: queue for a slot; else shed when full).
+    /// Checks of an identification that need no parsing.
+    fn check_identify(&self, r: &pb::IdentifyRequest) -> Result<(), Status> {
+        let limits = &self.st.cfg.limits;
+        if r.max_candidates > limits.max_candidates {
+            return Err(Status::invalid_argument(format!(
+                "max_candidates {} is over the limit of {}",
+                r.max_candidates, limits.max_candidates
+            )));
+        }
+        convert::check_labels(&r.label_filter, limits, "label_filter")?;
+        convert::check_records(r.probe.as_ref().map_or(&[][..], |p| &p.templates), MAX_PROBE_VIEWS)
+    }
+
+    /// One search: cheap checks, admission (`wait`: queue for a slot; else
+    /// shed when full), then parsing and the search on a worker.
     async fn search(
         &self,
         r: pb::IdentifyRequest,
-        deadline: Option<Instant>,
+        cancel: Cancel,
         t0: Instant,
         wait: bool,
     ) -> Outcome<pb::IdentifyResponse> {
@@ -193,32 +261,40 @@ impl Services {
             Ok(s) => Arc::clone(s),
             Err(e) => return (Err(e), None),
         };
-        let probe = r.probe.unwrap_or_default();
-        let parsed = match convert::parse_templates(&probe.templates, MAX_PROBE_VIEWS) {
-            Ok(p) => p,
-            Err(e) => return (Err(e), None),
-        };
-        let sha = Some(parsed.sha256.clone());
-        if r.max_candidates > MAX_CANDIDATES {
-            let m = format!("max_candidates {} is over the limit of {MAX_CANDIDATES}", r.max_candidates);
-            return (Err(Status::invalid_argument(m)), sha);
+        if let Err(e) = self.check_identify(&r) {
+            return (Err(e), None);
         }
-        let q = Query {
-            fingers: parsed.fingers,
-            max_candidates: r.max_candidates as usize,
-            decision: convert::identify_decision(r.decision),
-            labels: r.label_filter.into_iter().collect(),
-            deadline,
+        let probe = r.probe.unwrap_or_default();
+        let (max_candidates, decision) = (r.max_candidates as usize, convert::identify_decision(r.decision));
+        let labels: Vec<(String, String)> = r.label_filter.into_iter().collect();
+        let (st, job_cancel) = (Arc::clone(&self.st), cancel.clone());
+        let job = move || {
+            let parsed = match convert::parse_templates(&probe.templates, MAX_PROBE_VIEWS, &st.cfg.limits) {
+                Ok(p) => p,
+                Err(e) => return (Err(e), None),
+            };
+            let sha = Some(parsed.sha256.clone());
+            let q = Query { fingers: parsed.fingers, max_candidates, decision, labels, cancel: job_cancel };
+            match searcher.identify(&q) {
+                Ok(reply) => (Ok(Searched { reply, views: parsed.views, parse: parsed.took }), sha),
+                Err(e) => {
+                    st.metrics.stopped(&e);
+                    (Err(convert::search_status(e)), sha)
+                }
+            }
         };
-        let (mut reply, queued) = match self.run(deadline, wait, "Identify", move || searcher.identify(&q)).await {
-            Ok((Ok(reply), queued)) => (reply, queued),
-            Ok((Err(e), _)) => return (Err(convert::search_status(e)), sha),
-            Err(s) => return (Err(s), sha),
+        let ((out, sha), queued) = match self.run(&cancel, wait, "Identify", job).await {
+            Ok(x) => x,
+            Err(s) => return (Err(s), None),
+        };
+        let Searched { mut reply, views, parse } = match out {
+            Ok(x) => x,
+            Err(e) => return (Err(e), sha),
         };
         self.st.metrics.stages(
             &[
                 ("queue", queued),
-                ("parse", parsed.took),
+                ("parse", parse),
                 ("prepare", reply.timings.prepare),
                 ("candidates", reply.timings.candidates),
                 ("rescore", reply.timings.rescore),
@@ -227,22 +303,29 @@ impl Services {
             reply.comparisons,
         );
         self.st.identifications.fetch_add(1, Ordering::Relaxed);
-        remap_views(&mut reply, &parsed.views);
-        let resp = convert::identify_response(reply, r.request_id, &self.st.model, queued, parsed.took, t0.elapsed());
+        remap_views(&mut reply, &views);
+        let mut resp = convert::identify_response(reply, r.request_id, &self.st.model, queued, parse, t0.elapsed());
+        let dropped = convert::fit_reply(&mut resp, self.st.cfg.server.max_message_bytes);
+        if dropped > 0 {
+            tracing::warn!("a reply passed server.max_message_bytes: its last {dropped} candidates were left out");
+        }
         (Ok(resp), sha)
     }
 
-    /// Runs `f` on a search worker under admission control and the deadline.
+    /// Runs `f` on a search worker under admission control, the deadline
+    /// and cancellation: when the caller goes away (this future is dropped)
+    /// or the deadline passes, `cancel` is set and the work stops.
     async fn run<R: Send + 'static>(
         &self,
-        deadline: Option<Instant>,
+        cancel: &Cancel,
         wait: bool,
         method: &str,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Result<(R, Duration), Status> {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if cancel.is_stopped() {
             return Err(expired());
         }
+        let deadline = cancel.deadline();
         let e = &self.st.engine;
         let permit = match (wait, deadline) {
             (false, _) => e.try_admit(),
@@ -261,17 +344,19 @@ impl Services {
             )));
         };
         self.st.metrics.set_in_flight(e.in_flight());
-        let fut = e.run(permit, f);
+        // Dropping `fut` (deadline below, or the caller gone) cancels the job.
+        let fut = e.run(permit, cancel.clone(), f);
         let out = match deadline {
             Some(d) => match tokio::time::timeout_at(tokio::time::Instant::from_std(d), fut).await {
                 Ok(x) => x,
-                Err(_) => return Err(Status::deadline_exceeded("deadline exceeded while queued or searching")),
+                Err(_) => return Err(stopped_status(Stop::Deadline, "while queued or searching")),
             },
             None => fut.await,
         };
         match out {
-            Some((r, ran)) => Ok((r, ran.queued)),
-            None => Err(Status::unavailable("the server is shutting down")),
+            Ok((r, ran)) => Ok((r, ran.queued)),
+            Err(NotRun::ShuttingDown) => Err(Status::unavailable("the server is shutting down")),
+            Err(NotRun::Stopped(s)) => Err(stopped_status(s, "while queued")),
         }
     }
 }
@@ -293,11 +378,11 @@ impl pb::identification_server::Identification for Services {
 
     async fn identify(&self, req: Request<pb::IdentifyRequest>) -> Result<Response<pb::IdentifyResponse>, Status> {
         let t0 = Instant::now();
-        let deadline = deadline_of(req.metadata(), t0);
+        let cancel = Cancel::until(deadline_of(req.metadata(), t0));
         let (res, sha, who) = match self.who(&req, Role::Search) {
             Err((s, who)) => (Err(s), None, who),
             Ok(c) => {
-                let (r, sha) = self.search(req.into_inner(), deadline, t0, false).await;
+                let (r, sha) = self.search(req.into_inner(), cancel, t0, false).await;
                 (r, sha, c.describe())
             }
         };
@@ -338,7 +423,7 @@ impl pb::identification_server::Identification for Services {
                     };
                     let t1 = Instant::now();
                     let id = r.request_id.clone();
-                    let (res, sha) = me.search(r, deadline, t1, true).await;
+                    let (res, sha) = me.search(r, Cancel::until(deadline), t1, true).await;
                     me.finish("IdentifyStream", t1, &caller, &res, |e| {
                         e.probe_sha256 = sha;
                         if let Ok(r) = &res {
@@ -362,14 +447,14 @@ impl pb::identification_server::Identification for Services {
 
     async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
         let t0 = Instant::now();
-        let deadline = deadline_of(req.metadata(), t0);
+        let cancel = Cancel::until(deadline_of(req.metadata(), t0));
         let mut subject = None;
         let (res, sha, who): (Result<pb::VerifyResponse, Status>, _, _) = match self.who(&req, Role::Search) {
             Err((s, who)) => (Err(s), None, who),
             Ok(c) => {
                 let r = req.into_inner();
                 subject = Some(r.subject_id.clone());
-                let (res, sha) = self.verify_one(r, deadline, t0).await;
+                let (res, sha) = self.verify_one(r, cancel, t0).await;
                 (res, sha, c.describe())
             }
         };
@@ -385,12 +470,7 @@ impl pb::identification_server::Identification for Services {
 }
 
 impl Services {
-    async fn verify_one(
-        &self,
-        r: pb::VerifyRequest,
-        deadline: Option<Instant>,
-        t0: Instant,
-    ) -> Outcome<pb::VerifyResponse> {
+    async fn verify_one(&self, r: pb::VerifyRequest, cancel: Cancel, t0: Instant) -> Outcome<pb::VerifyResponse> {
         let searcher = match self.st.searcher() {
             Ok(s) => Arc::clone(s),
             Err(e) => return (Err(e), None),
@@ -399,31 +479,44 @@ impl Services {
             return (Err(Status::invalid_argument("subject_id is empty")), None);
         }
         let probe = r.probe.unwrap_or_default();
-        let parsed = match convert::parse_templates(&probe.templates, MAX_PROBE_VIEWS) {
-            Ok(p) => p,
-            Err(e) => return (Err(e), None),
-        };
-        let sha = Some(parsed.sha256.clone());
+        if let Err(e) = convert::check_records(&probe.templates, MAX_PROBE_VIEWS) {
+            return (Err(e), None);
+        }
         let decision = convert::verify_decision(r.decision);
-        let (subject, fingers) = (r.subject_id, parsed.fingers);
-        let out =
-            self.run(deadline, false, "Verify", move || searcher.verify(&subject, &fingers, decision, deadline)).await;
-        match out {
-            Ok((Ok(mut reply), queued)) => {
-                remap_views(&mut reply, &parsed.views);
-                (Ok(convert::verify_response(reply, &self.st.model, queued, parsed.took, t0.elapsed())), sha)
+        let (subject, st, job_cancel) = (r.subject_id, Arc::clone(&self.st), cancel.clone());
+        let job = move || {
+            let parsed = match convert::parse_templates(&probe.templates, MAX_PROBE_VIEWS, &st.cfg.limits) {
+                Ok(p) => p,
+                Err(e) => return (Err(e), None),
+            };
+            let sha = Some(parsed.sha256.clone());
+            match searcher.verify_until(&subject, &parsed.fingers, decision, &job_cancel) {
+                Ok(reply) => (Ok(Searched { reply, views: parsed.views, parse: parsed.took }), sha),
+                Err(e) => {
+                    st.metrics.stopped(&e);
+                    (Err(convert::search_status(e)), sha)
+                }
             }
-            Ok((Err(e), _)) => (Err(convert::search_status(e)), sha),
-            Err(s) => (Err(s), sha),
+        };
+        let ((out, sha), queued) = match self.run(&cancel, false, "Verify", job).await {
+            Ok(x) => x,
+            Err(s) => return (Err(s), None),
+        };
+        match out {
+            Ok(Searched { mut reply, views, parse }) => {
+                remap_views(&mut reply, &views);
+                (Ok(convert::verify_response(reply, &self.st.model, queued, parse, t0.elapsed())), sha)
+            }
+            Err(e) => (Err(e), sha),
         }
     }
 
-    fn gallery(&self) -> Result<Arc<Gallery>, Status> {
+    pub(super) fn gallery(&self) -> Result<Arc<Gallery>, Status> {
         self.st.searcher().and_then(|s| s.gallery().ok_or_else(|| Status::unavailable("no gallery is held here")))
     }
 
     /// Runs blocking gallery work off the async threads.
-    async fn blocking<R: Send + 'static>(
+    pub(super) async fn blocking<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Gallery) -> Result<R, GalleryError> + Send + 'static,
     ) -> Result<R, Status> {
@@ -431,7 +524,7 @@ impl Services {
         tokio::task::spawn_blocking(move || f(&g))
             .await
             .map_err(|e| Status::internal(format!("gallery task failed: {e}")))?
-            .map_err(convert::gallery_status)
+            .map_err(|e| self.st.gallery_status(e))
     }
 }
 
@@ -480,52 +573,15 @@ fn shard_msg(e: &crate::gallery::ShardEntry, status: &str, error: String) -> pb:
 #[tonic::async_trait]
 impl pb::gallery_server::Gallery for Services {
     async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
-        let t0 = Instant::now();
-        let mut subject = None;
-        let mut sha = None;
-        let (res, who) = match self.who(&req, Role::Admin) {
-            Err((s, who)) => (Err(s), who),
-            Ok(c) => {
-                let r = req.into_inner();
-                subject = Some(r.subject_id.clone());
-                let res = match convert::parse_templates(&r.templates, crate::gallery::MAX_TEMPLATES) {
-                    Err(e) => Err(e),
-                    Ok(p) => {
-                        sha = Some(p.sha256.clone());
-                        let n = p.fingers.len() as u32;
-                        let labels: Vec<(String, String)> = r.labels.into_iter().collect();
-                        let id = r.subject_id;
-                        self.blocking(move |g| g.enroll(&id, labels, p.fingers))
-                            .await
-                            .map(|sequence| pb::EnrollResponse { sequence, templates: n })
-                    }
-                };
-                (res, c.describe())
-            }
-        };
-        self.finish("Enroll", t0, &who, &res, |e| {
-            e.subject = subject;
-            e.probe_sha256 = sha;
-        });
-        self.st.refresh_gallery_metrics();
-        res.map(Response::new)
+        self.enroll_call(req).await
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        let t0 = Instant::now();
-        let mut subject = None;
-        let (res, who) = match self.who(&req, Role::Admin) {
-            Err((s, who)) => (Err(s), who),
-            Ok(c) => {
-                let id = req.into_inner().subject_id;
-                subject = Some(id.clone());
-                let res = self.blocking(move |g| g.delete(&id)).await.map(|sequence| pb::DeleteResponse { sequence });
-                (res, c.describe())
-            }
-        };
-        self.finish("Delete", t0, &who, &res, |e| e.subject = subject);
-        self.st.refresh_gallery_metrics();
-        res.map(Response::new)
+        self.delete_call(req).await
+    }
+
+    async fn compact(&self, req: Request<pb::CompactRequest>) -> Result<Response<pb::CompactResponse>, Status> {
+        self.compact_call(req).await
     }
 
     async fn get_subject(&self, req: Request<pb::GetSubjectRequest>) -> Result<Response<pb::Subject>, Status> {
@@ -640,6 +696,8 @@ impl pb::gallery_server::Gallery for Services {
                         problems: g.problems().len() as u32,
                         identifications: self.st.identifications.load(Ordering::Relaxed),
                         shed: self.st.metrics.shed_total(),
+                        wal_records: g.wal_records(),
+                        compactions: self.st.metrics.compactions_total(),
                         ..Default::default()
                     })
                 });

@@ -53,6 +53,20 @@ pub enum TemplateError {
     /// The input is empty.
     #[error("empty input: no template bytes")]
     Empty,
+    /// The record holds more than a configured cap allows.
+    #[error("{format}: {what} holds {count} {items}, more than the limit of {limit}")]
+    TooMany {
+        /// The format being parsed.
+        format: Format,
+        /// What is too large: `view 3`, `the record`.
+        what: String,
+        /// How many it holds.
+        count: usize,
+        /// Of what: `minutiae`, `finger views`.
+        items: &'static str,
+        /// The cap.
+        limit: usize,
+    },
     /// A template cannot be written in the requested format.
     #[error("cannot write {format}: {reason}")]
     Unwritable {

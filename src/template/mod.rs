@@ -122,6 +122,52 @@ pub struct ParseOptions {
     /// For NIST xyt, which carries neither: resolution (px/cm) and image
     /// height. See [`xyt`] for the defaults.
     pub xyt: xyt::XytOptions,
+    /// Caps on what the record may hold (none by default).
+    pub limits: Limits,
+}
+
+/// Caps on one record, checked while parsing so that a client cannot hand
+/// the quadratic stages after parsing (cylinders, embeddings) unbounded
+/// work. Binary records hold at most 255 minutiae per view and 255 views by
+/// their encoding; text formats (xyt, JSON) and ANSI/NIST-ITL are bounded
+/// only by these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most minutiae one finger view may hold.
+    pub max_minutiae_per_view: usize,
+    /// Most finger views one record may hold.
+    pub max_views: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_minutiae_per_view: usize::MAX, max_views: usize::MAX }
+    }
+}
+
+impl Limits {
+    /// Checks parsed views against the caps.
+    fn check(&self, format: Format, templates: &[Template]) -> Result<(), TemplateError> {
+        if templates.len() > self.max_views {
+            return Err(TemplateError::TooMany {
+                format,
+                what: "the record".into(),
+                count: templates.len(),
+                items: "finger views",
+                limit: self.max_views,
+            });
+        }
+        match templates.iter().position(|t| t.minutiae.len() > self.max_minutiae_per_view) {
+            Some(v) => Err(TemplateError::TooMany {
+                format,
+                what: format!("view {v}"),
+                count: templates[v].minutiae.len(),
+                items: "minutiae",
+                limit: self.max_minutiae_per_view,
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The result of a parse: the views and what the parser noticed on the way.
@@ -198,13 +244,17 @@ pub fn parse_with(bytes: &[u8], opts: &ParseOptions) -> Result<Parsed, TemplateE
         Some(f) => f,
         None => detect(bytes)?,
     };
-    match format {
+    let parsed = match format {
         Format::Iso2005 | Format::Ansi378_2004 => fmr2005::parse(bytes, format),
         Format::Iso2011 | Format::Ansi378_2009 => fmr2011::parse(bytes, format),
         Format::AnsiNist => an2k::parse(bytes),
-        Format::Xyt => xyt::parse(bytes, &opts.xyt),
+        // xyt counts its lines before reading any (a text file is bounded only by the caps).
+        Format::Xyt => xyt::parse_limited(bytes, &opts.xyt, &opts.limits),
         Format::Json => json::parse(bytes),
-    }
+    }?;
+    // Every format is linear to parse; the caps bound what comes after.
+    opts.limits.check(parsed.format, &parsed.templates)?;
+    Ok(parsed)
 }
 
 /// Writes templates in `format` (ISO/IEC 19794-2:2005 or JSON).

@@ -71,8 +71,24 @@ struct Row {
 
 /// Parses xyt text into one template.
 pub fn parse(bytes: &[u8], opts: &XytOptions) -> Result<Parsed, TemplateError> {
+    parse_limited(bytes, opts, &super::Limits::default())
+}
+
+/// Parses xyt text into one template, refusing more minutiae than
+/// `limits` allow before reading any (lines are counted first).
+pub fn parse_limited(bytes: &[u8], opts: &XytOptions, limits: &super::Limits) -> Result<Parsed, TemplateError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| TemplateError::invalid(Format::Xyt, "text", e.valid_up_to(), "not UTF-8 text"))?;
+    let count = data_lines(text).count();
+    if count > limits.max_minutiae_per_view {
+        return Err(TemplateError::TooMany {
+            format: Format::Xyt,
+            what: "view 0".into(),
+            count,
+            items: "minutiae",
+            limit: limits.max_minutiae_per_view,
+        });
+    }
     let mut rows = Vec::new();
     for (n, (at, line)) in data_lines(text).enumerate() {
         rows.push(row(n, at, line)?);

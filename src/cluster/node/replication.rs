@@ -6,7 +6,8 @@ use super::super::map::StaleMark;
 use super::super::pb;
 use super::super::store::now_ms;
 use super::{MapSource, Node, SlotState};
-use crate::gallery::GalleryError;
+use crate::cancel::Cancel;
+use crate::gallery::{GalleryError, WriteMode};
 use crate::template::Template;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub enum WriteOp {
         labels: Vec<(String, String)>,
         /// Finger templates.
         templates: Vec<Template>,
+        /// Replace a subject already enrolled (else ALREADY_EXISTS).
+        replace: bool,
     },
     /// Delete a subject.
     Delete {
@@ -78,8 +81,11 @@ impl Node {
             )));
         }
         let (seq, record) = blocking(move || match op {
-            WriteOp::Enroll { subject, labels, templates } => g.enroll_logged(&subject, labels, templates),
-            WriteOp::Delete { subject } => g.delete_logged(&subject),
+            WriteOp::Enroll { subject, labels, templates, replace } => {
+                let mode = if replace { WriteMode::Replace } else { WriteMode::Create };
+                g.enroll_logged(&subject, labels, templates, mode, &Cancel::default())
+            }
+            WriteOp::Delete { subject } => g.delete_logged(&subject, &Cancel::default()),
         })
         .await?
         .map_err(gallery_status)?;

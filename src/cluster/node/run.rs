@@ -94,7 +94,7 @@ pub async fn start(cfg: Config) -> Result<RunningNode, ServeError> {
         .await
         .map_err(|e| io(format!("binding {}: {e}", cfg.server.listen)))?;
     let addr = listener.local_addr().map_err(io)?;
-    if token.is_none() && !addr.ip().is_loopback() && !cfg.server.allow_unauthenticated_remote {
+    if token.is_none() && !addr.ip().is_loopback() && !cfg.server.dangerously_allow_unauthenticated_network {
         return Err(io(format!(
             "the node service listens on {addr}, beyond loopback, without a cluster token: set cluster.token_file"
         )));
@@ -104,7 +104,8 @@ pub async fn start(cfg: Config) -> Result<RunningNode, ServeError> {
     let source = map_source(&cs.etcd, &cs.name, cs.map.as_deref(), Duration::from_secs(60)).await.map_err(io)?;
     let matcher = Matcher::default();
     let model = ImpostorModel::builtin(crate::shard::mcc_params_crc(matcher.params())).map_err(io)?;
-    let (rescorer, _gpu) = crate::server::backend(cfg.backend.choice, &matcher, cfg.backend.gpu_resident_mib)?;
+    let poll = Duration::from_millis(cfg.backend.gpu_poll_timeout_ms);
+    let (rescorer, _gpu) = crate::server::backend(cfg.backend.choice, &matcher, cfg.backend.gpu_resident_mib, poll, None)?;
     let data_dir = if cs.data_dir.as_os_str().is_empty() { cfg.gallery.path.clone() } else { cs.data_dir.clone() };
     let opts =
         NodeOptions { id: id.clone(), data_dir, advertise, search: cfg.search.clone(), gallery: gallery_options(&cfg) };
@@ -113,7 +114,7 @@ pub async fn start(cfg: Config) -> Result<RunningNode, ServeError> {
     node.start();
     let engine =
         Arc::new(Engine::new(cfg.workers(), cfg.server.threads_per_search, cfg.server.max_in_flight).map_err(io)?);
-    let svc = NodeService::new(Arc::clone(&node), engine, token.as_deref());
+    let svc = NodeService::new(Arc::clone(&node), engine, token.as_deref(), cfg.limits.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::NotServing).await;

@@ -7,7 +7,9 @@ use crate::search::plan::{Found, Pair, Scored, TemplateRef};
 use crate::search::{GroupView, Prepped, local};
 use crate::server::auth::{hex, sha256};
 use crate::server::convert;
-use crate::server::engine::Engine;
+use crate::cancel::Cancel;
+use crate::server::config::LimitsSection;
+use crate::server::engine::{Engine, NotRun};
 use crate::server::service::{MAX_PROBE_VIEWS, deadline_of};
 use crate::template::{self, Format};
 use sha2::{Digest, Sha256};
@@ -52,6 +54,7 @@ pub struct NodeService {
     engine: Arc<Engine>,
     token_sha256: Option<[u8; 32]>,
     cache: Arc<ProbeCache>,
+    limits: Arc<LimitsSection>,
 }
 
 impl std::fmt::Debug for NodeService {
@@ -74,12 +77,13 @@ fn probe_key(templates: &[crate::server::pb::FingerTemplate]) -> [u8; 32] {
 impl NodeService {
     /// The service; callers must present `token` (none: no check, for
     /// loopback-only clusters).
-    pub fn new(node: Arc<Node>, engine: Arc<Engine>, token: Option<&str>) -> NodeService {
+    pub fn new(node: Arc<Node>, engine: Arc<Engine>, token: Option<&str>, limits: LimitsSection) -> NodeService {
         NodeService {
             node,
             engine,
             token_sha256: token.map(|t| sha256(t.as_bytes())),
             cache: Arc::new(ProbeCache { map: Mutex::new(HashMap::new()) }),
+            limits: Arc::new(limits),
         }
     }
 
@@ -89,8 +93,8 @@ impl NodeService {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' ').filter(|(s, _)| s.eq_ignore_ascii_case("bearer")).map(|(_, t)| t))
-            .map(|t| sha256(t.trim().as_bytes()));
+            .and_then(crate::server::auth::bearer_token)
+            .map(|t| sha256(t.as_bytes()));
         match got {
             Some(g) if crate::server::auth::ct_eq(&g, want) => Ok(()),
             Some(_) => Err(Status::unauthenticated("wrong cluster token")),
@@ -122,22 +126,25 @@ impl NodeService {
         &self,
         gallery: &str,
         templates: &[crate::server::pb::FingerTemplate],
+        cancel: &Cancel,
     ) -> Result<Arc<Vec<Prepped>>, Status> {
         let key = probe_key(templates);
         if let Some(p) = self.cache.get(&key) {
             return Ok(p);
         }
-        let parsed = convert::parse_templates(templates, MAX_PROBE_VIEWS)?;
+        let parsed = convert::parse_templates(templates, MAX_PROBE_VIEWS, &self.limits)?;
         crate::search::Searcher::check_fingers(&parsed.fingers).map_err(convert::search_status)?;
         let g = self.node.gallery(gallery).ok_or_else(|| Status::not_found(format!("no gallery '{gallery}'")))?;
-        let p = Arc::new(g.searcher.prepare(&parsed.fingers));
+        let p = Arc::new(g.searcher.prepare(&parsed.fingers, cancel).map_err(convert::search_status)?);
         self.cache.put(key, Arc::clone(&p));
         Ok(p)
     }
 
+    /// Runs `f` on a search worker (admitted, or RESOURCE_EXHAUSTED);
+    /// the work stops when `cancel` does (deadline, caller gone).
     async fn run<R: Send + 'static>(
         &self,
-        deadline: Option<Instant>,
+        cancel: &Cancel,
         f: impl FnOnce() -> Result<R, Status> + Send + 'static,
     ) -> Result<R, Status> {
         let permit = self.engine.try_admit().ok_or_else(|| {
@@ -147,14 +154,19 @@ impl NodeService {
                 self.engine.in_flight()
             ))
         })?;
-        let fut = self.engine.run(permit, f);
-        let out = match deadline {
+        let _gone = cancel.on_drop();
+        let fut = self.engine.run(permit, cancel.clone(), f);
+        let out = match cancel.deadline() {
             Some(d) => tokio::time::timeout_at(tokio::time::Instant::from_std(d), fut)
                 .await
                 .map_err(|_| Status::deadline_exceeded("deadline exceeded on the node"))?,
             None => fut.await,
         };
-        out.map(|(r, _)| r).ok_or_else(|| Status::unavailable("the node is shutting down"))?
+        match out {
+            Ok((r, _)) => r,
+            Err(NotRun::ShuttingDown) => Err(Status::unavailable("the node is shutting down")),
+            Err(NotRun::Stopped(s)) => Err(convert::search_status(crate::search::stopped(s, "queued"))),
+        }
     }
 }
 
@@ -238,7 +250,7 @@ impl node_server::Node for NodeService {
     ) -> Result<Response<pb::CandidatesResponse>, Status> {
         self.check(&req)?;
         let t0 = Instant::now();
-        let deadline = deadline_of(req.metadata(), t0);
+        let cancel = Cancel::until(deadline_of(req.metadata(), t0));
         let r = req.into_inner();
         let views = self.views(&r.gallery, r.groups.iter().copied())?;
         let me = self.clone();
@@ -249,14 +261,15 @@ impl node_server::Node for NodeService {
         let filter = labels(r.label_filter);
         let gallery = r.gallery.clone();
         let templates = r.templates;
+        let job_cancel = cancel.clone();
         let (found, prep) = self
-            .run(deadline, move || {
+            .run(&cancel, move || {
                 let t = Instant::now();
-                let probe = me.prepare(&gallery, &templates)?;
+                let probe = me.prepare(&gallery, &templates, &job_cancel)?;
                 let prep = t.elapsed();
                 let g = me.node.gallery(&gallery).ok_or_else(|| Status::not_found("gallery gone"))?;
-                let found =
-                    local::candidates(&g.searcher, &views, &probe, &filter, k, ef).map_err(convert::search_status)?;
+                let found = local::candidates(&g.searcher, &views, &probe, &filter, k, ef, &job_cancel)
+                    .map_err(convert::search_status)?;
                 Ok((found, prep))
             })
             .await?;
@@ -268,7 +281,7 @@ impl node_server::Node for NodeService {
 
     async fn score(&self, req: Request<pb::ScoreRequest>) -> Result<Response<pb::ScoreResponse>, Status> {
         self.check(&req)?;
-        let deadline = deadline_of(req.metadata(), Instant::now());
+        let cancel = Cancel::until(deadline_of(req.metadata(), Instant::now()));
         let r = req.into_inner();
         let views = self.views(&r.gallery, r.pairs.iter().map(|p| p.group))?;
         let pairs: Vec<Pair> = r
@@ -282,14 +295,15 @@ impl node_server::Node for NodeService {
             .collect();
         let me = self.clone();
         let (gallery, templates) = (r.gallery, r.templates);
+        let job_cancel = cancel.clone();
         let scored = self
-            .run(deadline, move || {
-                let probe = me.prepare(&gallery, &templates)?;
+            .run(&cancel, move || {
+                let probe = me.prepare(&gallery, &templates, &job_cancel)?;
                 if let Some(bad) = pairs.iter().find(|p| p.finger as usize >= probe.len()) {
                     return Err(Status::invalid_argument(format!("pair names probe finger {}", bad.finger)));
                 }
                 let g = me.node.gallery(&gallery).ok_or_else(|| Status::not_found("gallery gone"))?;
-                local::score(&g.searcher, &views, &probe, &pairs).map_err(convert::search_status)
+                local::score(&g.searcher, &views, &probe, &pairs, &job_cancel).map_err(convert::search_status)
             })
             .await?;
         Ok(Response::new(scored_to_pb(scored, self.node.backend())))
@@ -300,12 +314,15 @@ impl node_server::Node for NodeService {
         let r = req.into_inner();
         let (op, n) = match r.op {
             Some(pb::write_request::Op::Enroll(e)) => {
-                let parsed = convert::parse_templates(&e.templates, crate::gallery::MAX_TEMPLATES)?;
+                let parsed = convert::parse_templates(&e.templates, crate::gallery::MAX_TEMPLATES, &self.limits)?;
                 let n = parsed.fingers.len() as u32;
-                if e.replace {
-                    return Err(Status::unimplemented("replace is not supported by this node"));
-                }
-                (WriteOp::Enroll { subject: e.subject, labels: labels(e.labels), templates: parsed.fingers }, n)
+                let op = WriteOp::Enroll {
+                    subject: e.subject,
+                    labels: labels(e.labels),
+                    templates: parsed.fingers,
+                    replace: e.replace,
+                };
+                (op, n)
             }
             Some(pb::write_request::Op::Delete(d)) => (WriteOp::Delete { subject: d.subject }, 0),
             None => return Err(Status::invalid_argument("a write needs an operation")),
