@@ -63,6 +63,8 @@ enum Command {
     EvalCandidates(candidates::CandidatesArgs),
     /// Fit the impostor model (FMR against score) the decision threshold uses.
     CalibrateImpostors(calibrate::CalibrateArgs),
+    /// Serve a cluster's public API: fan searches out to its nodes, writes to primaries.
+    Route(serve::ServeArgs),
     /// Operate a cluster: create it, look at it, move groups, add galleries.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
@@ -112,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::CalibrateImpostors(args) => calibrate::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Cluster(cmd) => cluster::cluster(cmd),
+        Command::Route(args) => serve::route(args),
         Command::Capacity(args) => cluster::capacity(args),
         Command::Serve(args) => serve::serve(args),
         Command::Identify(args) => serve::identify(args),

@@ -111,6 +111,26 @@ fn serve_node(cfg: Config) -> Result<()> {
     })
 }
 
+/// `whorl route`: the public API over a cluster.
+pub fn route(a: ServeArgs) -> Result<()> {
+    let cfg = a.config()?;
+    if cfg.router.is_none() {
+        bail!("whorl route needs a [router] section in its configuration (see whorl::cluster::config)");
+    }
+    let grace = Duration::from_secs(cfg.server.shutdown_grace_s);
+    runtime()?.block_on(async move {
+        let running = whorl::cluster::route::start(cfg).await?;
+        eprintln!(
+            "whorl: routing gRPC on {}{}; SIGTERM or Ctrl-C stops",
+            running.addr,
+            running.metrics_addr.map(|m| format!(", metrics on http://{m}/metrics")).unwrap_or_default()
+        );
+        stop_signal().await;
+        running.shutdown(grace).await?;
+        Ok(())
+    })
+}
+
 /// Resolves when SIGTERM or Ctrl-C arrives.
 pub async fn stop_signal() {
     #[cfg(unix)]

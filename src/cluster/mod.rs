@@ -30,11 +30,13 @@
 pub mod admin;
 pub mod capacity;
 pub mod config;
+pub mod front;
 pub mod local_etcd;
 pub mod map;
 pub mod node;
 pub mod pb;
 pub mod peer;
+pub mod route;
 pub mod router;
 pub mod store;
 

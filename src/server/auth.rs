@@ -17,9 +17,25 @@ pub struct Caller {
     pub cert: Option<String>,
     /// Remote address.
     pub peer: Option<String>,
+    /// The galleries it may use (None: every one).
+    pub galleries: Option<Vec<String>>,
 }
 
 impl Caller {
+    /// Whether the caller may use `gallery`.
+    pub fn may(&self, gallery: &str) -> bool {
+        self.galleries.as_ref().is_none_or(|g| g.iter().any(|x| x == gallery))
+    }
+
+    /// PERMISSION_DENIED unless the caller may use `gallery`.
+    pub fn check_gallery(&self, gallery: &str) -> Result<(), Status> {
+        if self.may(gallery) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!("'{}' may not use gallery '{gallery}'", self.name)))
+        }
+    }
+
     /// One line naming the caller.
     pub fn describe(&self) -> String {
         let mut s = self.name.clone();
@@ -48,7 +64,7 @@ pub struct Denied {
 /// The token table.
 #[derive(Clone)]
 pub struct Auth {
-    tokens: Vec<([u8; 32], String, Role)>,
+    tokens: Vec<([u8; 32], String, Role, Option<Vec<String>>)>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -107,7 +123,8 @@ impl Auth {
                     )));
                 }
             };
-            tokens.push((h, e.name.clone(), e.role));
+            let scope = (!e.galleries.is_empty()).then(|| e.galleries.clone());
+            tokens.push((h, e.name.clone(), e.role, scope));
         }
         Ok(Auth { tokens })
     }
@@ -124,11 +141,16 @@ impl Auth {
         let cert =
             req.peer_certs().and_then(|c| c.first().map(|c| format!("sha256:{}", &hex(&sha256(c.as_ref()))[..16])));
         if !self.enabled() {
-            return Ok(Caller { name: "anonymous".into(), role: Role::Admin, cert, peer });
+            return Ok(Caller { name: "anonymous".into(), role: Role::Admin, cert, peer, galleries: None });
         }
         let unauthenticated = |msg: &str| {
-            let who =
-                Caller { name: "unauthenticated".into(), role: Role::Search, cert: cert.clone(), peer: peer.clone() };
+            let who = Caller {
+                name: "unauthenticated".into(),
+                role: Role::Search,
+                cert: cert.clone(),
+                peer: peer.clone(),
+                galleries: Some(Vec::new()),
+            };
             Denied { status: Status::unauthenticated(msg), who: who.describe() }
         };
         let Some(value) = req.metadata().get("authorization") else {
@@ -139,15 +161,15 @@ impl Auth {
             bearer_token(value).ok_or_else(|| unauthenticated("authorization metadata must be 'Bearer <token>'"))?;
         let h = sha256(token.as_bytes());
         // Compare with every entry (no early exit on a match).
-        let mut found: Option<(&str, Role)> = None;
-        for (th, name, role) in &self.tokens {
+        let mut found: Option<(&str, Role, &Option<Vec<String>>)> = None;
+        for (th, name, role, scope) in &self.tokens {
             if ct_eq(th, &h) {
-                found = Some((name, *role));
+                found = Some((name, *role, scope));
             }
         }
-        let (name, role) = found.ok_or_else(|| unauthenticated("invalid bearer token"))?;
-        let caller = Caller { name: name.to_string(), role, cert, peer };
-        if role < need {
+        let (name, role, scope) = found.ok_or_else(|| unauthenticated("invalid bearer token"))?;
+        let caller = Caller { name: name.to_string(), role, cert, peer, galleries: scope.clone() };
+        if !role.allows(need) {
             return Err(Denied {
                 status: Status::permission_denied(format!("'{name}' has the {role:?} role; this call needs {need:?}")),
                 who: caller.describe(),
@@ -162,7 +184,7 @@ mod tests {
     use super::*;
 
     fn entry(name: &str, role: Role, token: &str) -> TokenEntry {
-        TokenEntry { name: name.into(), role, token: Some(token.into()), token_sha256: None }
+        TokenEntry { name: name.into(), role, token: Some(token.into()), token_sha256: None, galleries: vec![] }
     }
 
     #[test]
@@ -172,6 +194,7 @@ mod tests {
             role: Role::Admin,
             token: None,
             token_sha256: Some(hex(&sha256(b"admin-token-0123456789"))),
+            galleries: vec![],
         };
         let a = Auth::new(&[entry("station", Role::Search, "search-token-0123456789"), hashed]).unwrap();
         let with = |v: &str| {
@@ -198,6 +221,19 @@ mod tests {
         let e = a.authorize(&Request::new(()), Role::Search).unwrap_err();
         assert_eq!(e.status.code(), tonic::Code::Unauthenticated);
         assert!(e.who.starts_with("unauthenticated"));
+        // Roles are kinds of call, not ranks: notify tokens only subscribe.
+        let n = Auth::new(&[entry("agency", Role::Notify, "notify-token-0123456789")]).unwrap();
+        assert!(n.authorize(&with("Bearer notify-token-0123456789"), Role::Notify).is_ok());
+        assert!(n.authorize(&with("Bearer notify-token-0123456789"), Role::Search).is_err());
+        assert!(a.authorize(&with("Bearer search-token-0123456789"), Role::Notify).is_err());
+        assert!(a.authorize(&with("Bearer admin-token-0123456789"), Role::Notify).is_ok());
+        // Gallery scopes.
+        let mut e = entry("imm-ops", Role::Admin, "imm-admin-token-0123456789");
+        e.galleries = vec!["immigration".into()];
+        let s = Auth::new(&[e]).unwrap();
+        let c = s.authorize(&with("Bearer imm-admin-token-0123456789"), Role::Admin).unwrap();
+        assert!(c.may("immigration") && !c.may("criminal"));
+        assert_eq!(c.check_gallery("criminal").unwrap_err().code(), tonic::Code::PermissionDenied);
         let open = Auth::new(&[]).unwrap();
         assert_eq!(open.authorize(&Request::new(()), Role::Admin).unwrap().name, "anonymous");
     }

@@ -96,6 +96,10 @@ pub struct Config {
     pub limits: LimitsSection,
     /// The audit log.
     pub audit: AuditSection,
+    /// More named galleries (each searched, enrolled, compacted on its own).
+    pub galleries: Vec<NamedGallery>,
+    /// Hit notifications.
+    pub notifications: NotificationsSection,
     /// Set: this server is a node of a cluster (see [`crate::cluster::config`]).
     pub cluster: Option<crate::cluster::config::ClusterSection>,
     /// Set: this process routes for a cluster (`whorl route`).
@@ -144,8 +148,15 @@ impl Default for ServerSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GallerySection {
-    /// The gallery folder.
+    /// The gallery folder (one gallery; `[[galleries]]` adds more).
     pub path: PathBuf,
+    /// Its name (what requests name it by).
+    pub name: String,
+    /// Where galleries added at run time (AddGallery) live (default: the
+    /// folder holding the first configured gallery).
+    pub root: Option<PathBuf>,
+    /// Hits in it raise notifications.
+    pub notify: bool,
     /// CRC every section of every shard before serving it.
     pub verify_on_open: bool,
     /// Enrolment durability.
@@ -162,12 +173,54 @@ impl Default for GallerySection {
     fn default() -> GallerySection {
         GallerySection {
             path: PathBuf::new(),
+            name: "default".into(),
+            root: None,
+            notify: false,
             verify_on_open: true,
             sync: SyncChoice::PerRecord,
             build_missing_indexes: true,
             compact_log_bytes: 64 << 20,
             compact_log_records: 100_000,
         }
+    }
+}
+
+/// `[[galleries]]`: a named gallery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedGallery {
+    /// Its name (1-64 of a-z, 0-9, '-', '_').
+    pub name: String,
+    /// Its folder.
+    pub path: PathBuf,
+    /// Searched when an Identify names no gallery.
+    #[serde(default = "yes")]
+    pub default: bool,
+    /// Hits in it raise notifications.
+    #[serde(default)]
+    pub notify: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[notifications]`: hit notifications of the galleries that notify.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsSection {
+    /// Folder of the event logs (needed when a gallery notifies; a
+    /// router keeps its events in etcd instead).
+    pub dir: Option<PathBuf>,
+    /// Events are dropped this many days after they happened.
+    pub retention_days: f64,
+    /// The subject label holding an integer priority (offence level).
+    pub priority_label: String,
+}
+
+impl Default for NotificationsSection {
+    fn default() -> NotificationsSection {
+        NotificationsSection { dir: None, retention_days: 30.0, priority_label: "priority".into() }
     }
 }
 
@@ -220,6 +273,16 @@ pub enum Role {
     Search,
     /// Everything: also enrol, delete, read subjects and manage shards.
     Admin,
+    /// Subscribe to hit notifications and acknowledge them (nothing else).
+    Notify,
+}
+
+impl Role {
+    /// Whether this role may make a call that needs `need`: an admin may
+    /// do everything, the others only their own kind of call.
+    pub fn allows(self, need: Role) -> bool {
+        self == Role::Admin || self == need
+    }
 }
 
 /// One bearer token.
@@ -234,6 +297,9 @@ pub struct TokenEntry {
     pub token: Option<String>,
     /// Or its SHA-256, hex.
     pub token_sha256: Option<String>,
+    /// The galleries it may use (empty: every one).
+    #[serde(default)]
+    pub galleries: Vec<String>,
 }
 
 impl std::fmt::Debug for TokenEntry {
@@ -297,7 +363,23 @@ impl Config {
         if let Some(r) = &self.router {
             r.check().map_err(ConfigError::Invalid)?;
         }
-        if self.gallery.path.as_os_str().is_empty() && self.cluster.is_none() && self.router.is_none() {
+        let named = self.named_galleries();
+        let mut seen = std::collections::HashSet::new();
+        for g in &named {
+            crate::cluster::map::valid_name(&g.name).map_err(|e| ConfigError::Invalid(format!("gallery name: {e}")))?;
+            if !seen.insert(g.name.clone()) {
+                return Err(ConfigError::Invalid(format!("gallery '{}' is configured twice", g.name)));
+            }
+        }
+        if named.iter().any(|g| g.notify) && self.notifications.dir.is_none() && self.router.is_none() {
+            return Err(ConfigError::Invalid(
+                "a gallery notifies: set [notifications] dir (where hit events are kept)".into(),
+            ));
+        }
+        if !(self.notifications.retention_days > 0.0) {
+            return Err(ConfigError::Invalid("notifications.retention_days must be positive".into()));
+        }
+        if named.is_empty() && self.cluster.is_none() && self.router.is_none() {
             return Err(ConfigError::Invalid(
                 "gallery.path is not set (config file, --gallery or WHORL_GALLERY)".into(),
             ));
@@ -373,6 +455,33 @@ impl Config {
              (--dangerously-allow-unauthenticated-network) if the network itself is trusted",
             self.server.listen
         )))
+    }
+
+    /// Every gallery served, in order: `[gallery] path` (if set) first,
+    /// then `[[galleries]]`.
+    pub fn named_galleries(&self) -> Vec<NamedGallery> {
+        let mut v = Vec::new();
+        if !self.gallery.path.as_os_str().is_empty() {
+            v.push(NamedGallery {
+                name: self.gallery.name.clone(),
+                path: self.gallery.path.clone(),
+                default: true,
+                notify: self.gallery.notify,
+            });
+        }
+        v.extend(self.galleries.iter().cloned());
+        v
+    }
+
+    /// The folder galleries added at run time are made in.
+    pub fn galleries_root(&self) -> PathBuf {
+        self.gallery.root.clone().unwrap_or_else(|| {
+            self.named_galleries()
+                .first()
+                .and_then(|g| g.path.parent().map(std::path::Path::to_path_buf))
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or_else(|| PathBuf::from("."))
+        })
     }
 
     /// Worker threads to run.
@@ -459,6 +568,7 @@ mod tests {
             role: Role::Admin,
             token: Some("short".into()),
             token_sha256: None,
+            galleries: vec![],
         });
         assert!(c.check().unwrap_err().to_string().contains("shorter"));
         c.auth.tokens[0].token_sha256 = Some("00".into());

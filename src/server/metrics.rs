@@ -47,7 +47,24 @@ struct ReasonLabel {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GalleryLabel {
+    gallery: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubscriberLabel {
+    gallery: String,
+    subscriber: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabel {
+    name: String,
+}
+
 type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 fn latency_histogram() -> Histogram {
     // 0.1 ms to 6.5 s.
@@ -75,6 +92,14 @@ pub struct Metrics {
     connections_closed: Family<ReasonLabel, Counter>,
     compactions: Family<ReasonLabel, Counter>,
     saturated: Gauge,
+    by_gallery_subjects: Family<GalleryLabel, Gauge>,
+    by_gallery_templates: Family<GalleryLabel, Gauge>,
+    raised: Family<GalleryLabel, Counter>,
+    backlog: Family<SubscriberLabel, Gauge>,
+    oldest: Family<SubscriberLabel, FloatGauge>,
+    expired: Family<GalleryLabel, Gauge>,
+    last_event: Family<GalleryLabel, Gauge>,
+    cluster: Family<NameLabel, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -149,7 +174,47 @@ impl Metrics {
             "1 while every search slot is taken (health says NOT_SERVING)",
             saturated.clone(),
         );
+        let by_gallery_subjects = Family::<GalleryLabel, Gauge>::default();
+        registry.register("subjects", "Subjects searchable, per gallery", by_gallery_subjects.clone());
+        let by_gallery_templates = Family::<GalleryLabel, Gauge>::default();
+        registry.register("templates", "Templates searchable, per gallery", by_gallery_templates.clone());
+        let raised = Family::<GalleryLabel, Counter>::default();
+        registry.register("notifications_raised", "Hit notifications raised, per gallery", raised.clone());
+        let backlog = Family::<SubscriberLabel, Gauge>::default();
+        registry.register(
+            "notifications_backlog",
+            "Hit notifications not yet acknowledged, per gallery and subscriber",
+            backlog.clone(),
+        );
+        let oldest = Family::<SubscriberLabel, FloatGauge>::default();
+        registry.register(
+            "notifications_oldest_unacked_seconds",
+            "Age of the oldest unacknowledged notification, per gallery and subscriber",
+            oldest.clone(),
+        );
+        let expired = Family::<GalleryLabel, Gauge>::default();
+        registry.register(
+            "notifications_expired_unacked",
+            "Notifications dropped by retention before every subscriber acknowledged them",
+            expired.clone(),
+        );
+        let last_event = Family::<GalleryLabel, Gauge>::default();
+        registry.register("notifications_last_sequence", "Sequence number of the last notification", last_event.clone());
+        let cluster = Family::<NameLabel, Gauge>::default();
+        registry.register(
+            "cluster",
+            "Cluster router state: nodes_up, groups_unready, hedges, retries, partial answers",
+            cluster.clone(),
+        );
         Metrics {
+            by_gallery_subjects,
+            by_gallery_templates,
+            raised,
+            backlog,
+            oldest,
+            expired,
+            last_event,
+            cluster,
             registry,
             requests,
             latency,
@@ -281,6 +346,40 @@ impl Metrics {
         self.shards.set(shards as i64);
         self.generation.set(generation as i64);
         self.problems.set(problems as i64);
+    }
+
+    /// Publishes one gallery's size.
+    pub fn set_gallery_size(&self, gallery: &str, subjects: u64, templates: u64) {
+        let l = GalleryLabel { gallery: gallery.to_string() };
+        self.by_gallery_subjects.get_or_create(&l).set(subjects as i64);
+        self.by_gallery_templates.get_or_create(&l).set(templates as i64);
+    }
+
+    /// Counts a notification raised.
+    pub fn notification_raised(&self, gallery: &str) {
+        self.raised.get_or_create(&GalleryLabel { gallery: gallery.to_string() }).inc();
+    }
+
+    /// Notifications raised in `gallery` so far.
+    pub fn notifications_raised(&self, gallery: &str) -> u64 {
+        self.raised.get_or_create(&GalleryLabel { gallery: gallery.to_string() }).get()
+    }
+
+    /// Publishes a gallery's notification backlog.
+    pub fn set_notification_backlog(&self, gallery: &str, b: &crate::notify::Backlog) {
+        let g = GalleryLabel { gallery: gallery.to_string() };
+        self.expired.get_or_create(&g).set(b.expired_unacked as i64);
+        self.last_event.get_or_create(&g).set(b.last as i64);
+        for (sub, (n, age)) in &b.subscribers {
+            let l = SubscriberLabel { gallery: gallery.to_string(), subscriber: sub.clone() };
+            self.backlog.get_or_create(&l).set(*n as i64);
+            self.oldest.get_or_create(&l).set(age.as_secs_f64());
+        }
+    }
+
+    /// Publishes a cluster router gauge (nodes_up, groups_unready, hedges, ...).
+    pub fn set_cluster(&self, name: &str, v: i64) {
+        self.cluster.get_or_create(&NameLabel { name: name.to_string() }).set(v);
     }
 
     /// The OpenMetrics text of every metric.

@@ -22,18 +22,23 @@
 //! * [`client`]: connecting to a server (CLI, benchmarks, tests).
 //! * [`loadgen`]: the closed-loop load generator of `whorl bench --server`.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod conn;
 pub mod convert;
 pub mod engine;
 mod health;
+pub mod identify;
 pub mod limits;
 pub mod loadgen;
 pub mod metrics;
+pub mod notifications;
 pub mod pb;
+pub mod sections;
 pub mod service;
 pub mod writes;
 
@@ -45,9 +50,9 @@ use crate::rescore::{AutoRescorer, BackendChoice, CpuRescorer, FallbackHook, Res
 use crate::search::Searcher;
 use crate::search::impostor::ImpostorModel;
 use config::{Config, SyncChoice};
-use service::{Services, State};
+use service::{Services, Shared, State};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -116,12 +121,9 @@ pub fn backend(
     })
 }
 
-/// Opens the gallery and makes the searcher (blocking: run it off the async threads).
-fn open_searcher(
-    cfg: &Config,
-    metrics: &Arc<metrics::Metrics>,
-    gpu_slot: &mut Option<Arc<GpuRescorer>>,
-) -> Result<Searcher, String> {
+/// The re-scorer and model every gallery shares (blocking: run it off the
+/// async threads); the GPU, when there is one, for shard residency.
+fn shared_backend(cfg: &Config, metrics: &Arc<metrics::Metrics>) -> Result<(Shared, Option<Arc<GpuRescorer>>), String> {
     let matcher = Matcher::default();
     let model = ImpostorModel::builtin(crate::shard::mcc_params_crc(matcher.params())).map_err(|e| e.to_string())?;
     let m = Arc::clone(metrics);
@@ -129,8 +131,12 @@ fn open_searcher(
     let timeout = Duration::from_millis(cfg.backend.gpu_poll_timeout_ms);
     let (rescorer, gpu) = backend(cfg.backend.choice, &matcher, cfg.backend.gpu_resident_mib, timeout, Some(hook))
         .map_err(|e| e.to_string())?;
-    *gpu_slot = gpu;
-    let opts = GalleryOptions {
+    Ok((Shared { rescorer, model }, gpu))
+}
+
+/// The gallery options the configuration asks for.
+pub fn gallery_options(cfg: &Config) -> GalleryOptions {
+    GalleryOptions {
         verify_on_open: cfg.gallery.verify_on_open,
         build_missing_indexes: cfg.gallery.build_missing_indexes,
         sync: match cfg.gallery.sync {
@@ -138,13 +144,25 @@ fn open_searcher(
             SyncChoice::Group => SyncMode::Group,
         },
         ..GalleryOptions::default()
-    };
-    let path = &cfg.gallery.path;
-    let g = Gallery::open(path, Embedder::default(), matcher, opts).map_err(|e| format!("{}: {e}", path.display()))?;
-    Searcher::new(Arc::new(g), rescorer, model, cfg.search.clone()).map_err(|e| e.to_string())
+    }
 }
 
-fn tls(cfg: &config::TlsSection, handshake: Duration) -> Result<ServerTlsConfig, ServeError> {
+/// Opens (creating it first when `create` and absent) the gallery in
+/// `dir` and makes its searcher (blocking).
+pub(crate) fn open_entry(st: &State, dir: &std::path::Path, create: bool) -> Result<Searcher, String> {
+    let shared = st.shared.get().ok_or("the re-scoring backend is not ready yet")?;
+    let matcher = Matcher::default();
+    if create && !dir.join(crate::gallery::manifest::FILE).exists() {
+        Gallery::create(dir, &Embedder::default(), &matcher).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let g = Gallery::open(dir, Embedder::default(), matcher, gallery_options(&st.cfg))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    Searcher::new(Arc::new(g), Arc::clone(&shared.rescorer), shared.model.clone(), st.cfg.search.clone())
+        .map_err(|e| e.to_string())
+}
+
+/// The TLS settings of `cfg` (handshakes within `handshake`).
+pub fn tls(cfg: &config::TlsSection, handshake: Duration) -> Result<ServerTlsConfig, ServeError> {
     let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| ServeError::Io(format!("tls: {}: {e}", p.display())));
     let mut t =
         ServerTlsConfig::new().identity(Identity::from_pem(read(&cfg.cert)?, read(&cfg.key)?)).timeout(handshake);
@@ -194,7 +212,7 @@ impl std::fmt::Debug for Running {
 }
 
 /// The services health reports on ("" is the server as a whole).
-pub(crate) const SERVICES: [&str; 3] = ["", "whorl.v1.Identification", "whorl.v1.Gallery"];
+pub(crate) const SERVICES: [&str; 4] = ["", "whorl.v1.Identification", "whorl.v1.Gallery", "whorl.v1.Notifications"];
 
 /// Warns loudly when the configuration serves the network without authentication.
 fn warn_if_exposed(cfg: &Config) {
@@ -239,20 +257,32 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let tls_cfg = cfg.tls.as_ref().map(|t| tls(t, conn_limits.handshake)).transpose()?;
     let metrics_listen = cfg.server.metrics_listen;
 
-    // The gallery opens in the background; until then searches get
-    // UNAVAILABLE and health says NOT_SERVING. The GPU (chosen as the
-    // gallery opens) is part of the state, so the state is made after it.
-    let cfg2 = cfg.clone();
-    let m2 = Arc::clone(&metrics);
-    let opened = tokio::task::spawn_blocking(move || {
-        let mut gpu = None;
-        let s = open_searcher(&cfg2, &m2, &mut gpu);
-        (s, gpu)
-    });
+    // The galleries open in the background; until then searches get
+    // UNAVAILABLE and health says NOT_SERVING. The GPU (chosen first) is
+    // shared by every gallery's searcher.
+    let catalog = catalog::Catalog::new(
+        cfg.named_galleries()
+            .into_iter()
+            .map(|g| catalog::Entry::new(&g.name, g.path, g.default, g.notify))
+            .collect(),
+    );
+    let notifier = match &cfg.notifications.dir {
+        Some(dir) => {
+            let retention = Duration::from_secs_f64(cfg.notifications.retention_days * 86_400.0);
+            let store = crate::notify::file::FileStore::open(dir, retention)
+                .map_err(|e| ServeError::Io(format!("notifications: {e}")))?;
+            Some(Arc::new(notifications::Notifier {
+                store: Arc::new(store),
+                priority_label: cfg.notifications.priority_label.clone(),
+                model: "impostor-mcc-v1".into(),
+            }))
+        }
+        None => None,
+    };
     let st = Arc::new(State {
         auth: auth::Auth::new(&cfg.auth.tokens)?,
-        searcher: OnceLock::new(),
-        load_error: Mutex::new(None),
+        catalog,
+        shared: OnceLock::new(),
         engine,
         audit: Mutex::new(audit),
         metrics: Arc::clone(&metrics),
@@ -260,7 +290,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         model: "impostor-mcc-v1".into(),
         identifications: AtomicU64::new(0),
         writes: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_writes_in_flight)),
-        compacting: AtomicBool::new(false),
+        notifier: notifier.clone(),
         cfg,
     });
     let services = Services::new(Arc::clone(&st));
@@ -270,41 +300,75 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let watcher = Arc::new(Mutex::new(None));
     let watcher2 = Arc::clone(&watcher);
     let loader = tokio::spawn(async move {
-        match opened.await {
-            Ok((Ok(searcher), gpu)) => {
-                let s = Arc::new(searcher);
-                tracing::info!(
-                    "gallery {} open: {} templates, backend {}",
-                    st_load.cfg.gallery.path.display(),
-                    s.views().iter().map(|v| v.snap.templates()).sum::<usize>(),
-                    s.backend()
-                );
-                st_load.metrics.set_backend(&s.backend());
+        let st2 = Arc::clone(&st_load);
+        let m2 = Arc::clone(&st_load.metrics);
+        let made = tokio::task::spawn_blocking(move || shared_backend(&st2.cfg, &m2)).await.map_err(|e| e.to_string());
+        match made.and_then(|r| r) {
+            Ok((shared, gpu)) => {
+                st_load.metrics.set_backend(&shared.rescorer.backend().to_string());
                 if let Some(g) = gpu {
                     let _ = st_load.gpu.set(g);
                 }
-                let _ = st_load.searcher.set(s);
-                let st2 = Arc::clone(&st_load);
-                let _ = tokio::task::spawn_blocking(move || st2.sync_resident()).await;
-                st_load.refresh_gallery_metrics();
-                for s in SERVICES {
-                    reporter.set_service_status(s, ServingStatus::Serving).await;
-                }
-                if let Ok(mut w) = watcher2.lock() {
-                    *w = Some(tokio::spawn(health::watch_saturation(Arc::clone(&st_load), reporter)));
-                }
-                // A long log replayed at open: fold it now rather than at the next restart.
-                Services::new(st_load).maybe_compact();
+                let _ = st_load.shared.set(shared);
             }
-            Ok((Err(e), _)) => {
-                tracing::error!("the gallery failed to open: {e}; health stays NOT_SERVING");
-                if let Ok(mut l) = st_load.load_error.lock() {
-                    *l = Some(e);
+            Err(e) => {
+                tracing::error!("the re-scoring backend failed: {e}; health stays NOT_SERVING");
+                for g in st_load.catalog.all() {
+                    g.failed(e.clone());
                 }
+                return;
             }
-            Err(e) => tracing::error!("the gallery loader failed: {e}"),
+        }
+        let mut any = false;
+        for entry in st_load.catalog.all() {
+            let (st2, dir) = (Arc::clone(&st_load), entry.path.clone());
+            match tokio::task::spawn_blocking(move || open_entry(&st2, &dir, false)).await {
+                Ok(Ok(s)) => {
+                    tracing::info!(
+                        "gallery {} ({}) open: {} templates, backend {}",
+                        entry.name,
+                        entry.path.display(),
+                        s.views().iter().map(|v| v.snap.templates()).sum::<usize>(),
+                        s.backend()
+                    );
+                    entry.opened(Arc::new(s));
+                    any = true;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!("gallery {} failed to open: {e}", entry.name);
+                    entry.failed(e);
+                }
+                Err(e) => entry.failed(format!("the gallery loader failed: {e}")),
+            }
+        }
+        if !any {
+            tracing::error!("no gallery opened; health stays NOT_SERVING");
+            return;
+        }
+        let st2 = Arc::clone(&st_load);
+        let _ = tokio::task::spawn_blocking(move || st2.sync_resident()).await;
+        st_load.refresh_gallery_metrics();
+        for s in SERVICES {
+            reporter.set_service_status(s, ServingStatus::Serving).await;
+        }
+        if let Ok(mut w) = watcher2.lock() {
+            *w = Some(tokio::spawn(health::watch_saturation(Arc::clone(&st_load), reporter)));
+        }
+        // A long log replayed at open: fold it now rather than at the next restart.
+        let svc = Services::new(Arc::clone(&st_load));
+        for e in st_load.catalog.all() {
+            svc.maybe_compact(&e);
         }
     });
+    if let Some(n) = notifier.clone() {
+        let m = Arc::clone(&st.metrics);
+        tokio::spawn(async move {
+            loop {
+                n.housekeep(&m).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+    }
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -322,6 +386,16 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     let gallery = pb::gallery_server::GalleryServer::new(services)
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
+    let notify_svc = notifier.map(|n| {
+        let (cat_st, audit_st) = (Arc::clone(&st), Arc::clone(&st));
+        pb::notifications_server::NotificationsServer::new(notifications::NotificationService::new(
+            n,
+            Arc::new(st.auth.clone()),
+            Arc::new(move || cat_st.catalog.all().iter().filter(|e| e.notify).map(|e| e.name.clone()).collect()),
+            Arc::new(move |e| audit_st.audit(e)),
+            Arc::clone(&st.metrics),
+        ))
+    });
 
     let mut builder = tonic::transport::Server::builder();
     if let Some(t) = tls_cfg {
@@ -333,7 +407,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ident)
-        .add_service(gallery);
+        .add_service(gallery)
+        .add_optional_service(notify_svc);
     let incoming = conn::incoming(listener, conn_limits, Arc::clone(&st.metrics));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(async move {
@@ -373,20 +448,24 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
 }
 
 impl Running {
-    /// Whether the gallery is open and searches are served.
+    /// Whether every gallery is settled (open or failed) and one serves.
     pub fn ready(&self) -> bool {
-        self.state.searcher.get().is_some()
+        let all = self.state.catalog.all();
+        all.iter().all(|e| e.settled()) && all.iter().any(|e| e.serving().is_some())
     }
 
-    /// Waits until the gallery is open (or failed to open).
+    /// Waits until every gallery is settled and one serves (or all failed).
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
         let t0 = std::time::Instant::now();
         loop {
             if self.ready() {
                 return Ok(());
             }
-            if let Some(e) = self.state.load_error.lock().ok().and_then(|e| e.clone()) {
-                return Err(e);
+            let all = self.state.catalog.all();
+            if all.iter().all(|e| e.settled())
+                && let Some(e) = all.first().and_then(|e| e.searcher().err())
+            {
+                return Err(e.message().to_string());
             }
             if t0.elapsed() > timeout {
                 return Err(format!("the gallery did not open within {timeout:?}"));

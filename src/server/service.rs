@@ -1,6 +1,7 @@
-//! The two gRPC services over one shared state: `Identification`
-//! (Identify, IdentifyStream, Verify) and `Gallery` (Enroll, Delete,
-//! GetSubject, ListShards, LoadShard, UnloadShard, Stats, Compact).
+//! The services' shared state and the steps every call takes. The
+//! services themselves: `Identification` in [`super::identify`], `Gallery`
+//! in [`super::admin`] and [`super::writes`], `Notifications` in
+//! [`super::notifications`].
 //!
 //! Every call: authorise (bearer token → role), cheap checks (sizes,
 //! counts, limits), admit (or shed: nothing is parsed for a request the
@@ -15,25 +16,25 @@ use super::config::{Config, Role};
 use super::convert;
 use super::engine::{Engine, NotRun};
 use super::metrics::Metrics;
-use super::pb;
 use crate::cancel::{Cancel, Stop};
+use super::catalog::{Catalog, Entry};
+use super::notifications::Notifier;
 use crate::gallery::{Gallery, GalleryError};
 use crate::gpu::GpuRescorer;
-use crate::search::{Query, Searcher};
-use crate::template::{self, Format};
-use futures::{Stream, StreamExt};
+use crate::rescore::Rescorer;
+use crate::search::Searcher;
+use crate::search::impostor::ImpostorModel;
 use std::collections::HashSet;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Code, Request, Status};
 
 /// Finger views one probe may carry.
 pub const MAX_PROBE_VIEWS: usize = crate::search::MAX_FINGERS;
 
 /// Probe finger indices of a reply back to the request's view numbering.
-fn remap_views(r: &mut crate::search::Reply, views: &[usize]) {
+pub fn remap_views(r: &mut crate::search::Reply, views: &[usize]) {
     for c in &mut r.candidates {
         for f in &mut c.fingers {
             f.probe_finger = views.get(f.probe_finger).copied().unwrap_or(f.probe_finger);
@@ -45,10 +46,11 @@ fn remap_views(r: &mut crate::search::Reply, views: &[usize]) {
 pub struct State {
     /// The configuration served.
     pub cfg: Config,
-    /// Set once the gallery is open (health reports NOT_SERVING until then).
-    pub searcher: OnceLock<Arc<Searcher>>,
-    /// Why the gallery could not be opened, if it could not.
-    pub load_error: Mutex<Option<String>>,
+    /// The galleries served, by name.
+    pub catalog: Catalog,
+    /// The re-scorer and model every gallery's searcher shares (set as the
+    /// server starts; galleries added later use them too).
+    pub shared: OnceLock<Shared>,
     /// Search workers and admission.
     pub engine: Engine,
     /// Tokens and roles.
@@ -65,8 +67,17 @@ pub struct State {
     pub identifications: AtomicU64,
     /// Admission of enrolments and deletions (`limits.max_writes_in_flight`).
     pub writes: Arc<tokio::sync::Semaphore>,
-    /// Set while a compaction runs (one at a time).
-    pub compacting: AtomicBool,
+    /// Hit notifications (set when a gallery notifies).
+    pub notifier: Option<Arc<Notifier>>,
+}
+
+/// What every gallery's searcher shares.
+#[derive(Clone)]
+pub struct Shared {
+    /// Re-scoring.
+    pub rescorer: Arc<dyn Rescorer>,
+    /// The impostor model.
+    pub model: ImpostorModel,
 }
 
 impl std::fmt::Debug for State {
@@ -76,24 +87,30 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
-    /// The searcher, or UNAVAILABLE while the gallery loads (or failed to).
-    pub fn searcher(&self) -> Result<&Arc<Searcher>, Status> {
-        self.searcher.get().ok_or_else(|| match self.load_error.lock().ok().and_then(|e| e.clone()) {
-            Some(e) => Status::unavailable(self.scrub(&format!("the gallery failed to open: {e}"))),
-            None => Status::unavailable("the gallery is still loading (health reports NOT_SERVING until it is ready)"),
-        })
+    /// The gallery `name` ("": the first default one), or NOT_FOUND.
+    pub fn entry(&self, name: &str) -> Result<Arc<Entry>, Status> {
+        self.catalog.get(name)
+    }
+
+    /// The searcher of gallery `name`, or UNAVAILABLE (loading, failed) or
+    /// NOT_FOUND; its messages name no server path.
+    pub fn searcher(&self, name: &str) -> Result<Arc<Searcher>, Status> {
+        let e = self.entry(name)?;
+        e.searcher().map(Arc::clone).map_err(|s| Status::new(s.code(), self.scrub(s.message())))
     }
 
     /// `msg` with the gallery folder's path replaced by `GALLERY`: clients
     /// see file names, never where the server keeps its files.
     pub fn scrub(&self, msg: &str) -> String {
         let mut out = msg.to_string();
-        let dir = &self.cfg.gallery.path;
-        let forms = [std::fs::canonicalize(dir).ok(), std::path::absolute(dir).ok(), Some(dir.clone())];
-        for f in forms.into_iter().flatten() {
-            let f = f.display().to_string();
-            if f.len() > 1 {
-                out = out.replace(&format!("{f}/"), "").replace(&f, "GALLERY");
+        for e in self.catalog.all() {
+            let dir = &e.path;
+            let forms = [std::fs::canonicalize(dir).ok(), std::path::absolute(dir).ok(), Some(dir.clone())];
+            for f in forms.into_iter().flatten() {
+                let f = f.display().to_string();
+                if f.len() > 1 {
+                    out = out.replace(&format!("{f}/"), "").replace(&f, "GALLERY");
+                }
             }
         }
         out
@@ -115,8 +132,8 @@ impl State {
     /// Brings the GPU's resident shards in line with the gallery's: new
     /// shards uploaded (within the budget), unloaded ones evicted.
     pub fn sync_resident(&self) {
-        let (Some(gpu), Some(s)) = (self.gpu.get(), self.searcher.get()) else { return };
-        let views = s.views();
+        let Some(gpu) = self.gpu.get() else { return };
+        let views: Vec<_> = self.catalog.all().iter().filter_map(|e| e.serving().map(|s| s.views())).flatten().collect();
         let shards: Vec<_> = views.iter().flat_map(|v| v.snap.shards.iter()).collect();
         let live: HashSet<u64> = shards.iter().map(|x| x.key).collect();
         let have: HashSet<u64> = gpu.resident_keys().into_iter().collect();
@@ -135,18 +152,24 @@ impl State {
         }
     }
 
-    /// Publishes the gallery's sizes as metrics.
+    /// Publishes the galleries' sizes as metrics (totals and per gallery).
     pub fn refresh_gallery_metrics(&self) {
-        if let Some(s) = self.searcher.get() {
-            let views = s.views();
-            self.metrics.set_gallery(
-                views.iter().map(|v| v.snap.templates() as u64).sum(),
-                views.iter().map(|v| v.subjects).sum(),
-                views.iter().map(|v| v.snap.shards.len()).sum(),
-                views.iter().map(|v| v.snap.generation).sum(),
-                s.parts().iter().map(|p| p.gallery.problems().len()).sum(),
+        let (mut t, mut s, mut sh, mut g, mut p) = (0u64, 0u64, 0usize, 0u64, 0usize);
+        for e in self.catalog.all() {
+            let Some(searcher) = e.serving() else { continue };
+            let views = searcher.views();
+            let (et, es) = (
+                views.iter().map(|v| v.snap.templates() as u64).sum::<u64>(),
+                views.iter().map(|v| v.subjects).sum::<u64>(),
             );
+            self.metrics.set_gallery_size(&e.name, es, et);
+            t += et;
+            s += es;
+            sh += views.iter().map(|v| v.snap.shards.len()).sum::<usize>();
+            g += views.iter().map(|v| v.snap.generation).sum::<u64>();
+            p += searcher.parts().iter().map(|x| x.gallery.problems().len()).sum::<usize>();
         }
+        self.metrics.set_gallery(t, s, sh, g, p);
     }
 }
 
@@ -169,12 +192,12 @@ pub fn deadline_of(md: &tonic::metadata::MetadataMap, received: Instant) -> Opti
     Some(received + d.saturating_sub(margin))
 }
 
-fn expired() -> Status {
+pub(super) fn expired() -> Status {
     Status::deadline_exceeded("deadline exceeded before the search started")
 }
 
 /// The status of work stopped by its [`Cancel`].
-fn stopped_status(s: Stop, when: &str) -> Status {
+pub(super) fn stopped_status(s: Stop, when: &str) -> Status {
     match s {
         Stop::Deadline => Status::deadline_exceeded(format!("deadline exceeded {when}; the work was stopped")),
         Stop::Cancelled => Status::cancelled(format!("cancelled {when}")),
@@ -190,10 +213,10 @@ pub struct Services {
 pub(super) type Outcome<T> = (Result<T, Status>, Option<String>);
 
 /// What a search job hands back besides its reply.
-struct Searched<T> {
-    reply: T,
-    views: Vec<usize>,
-    parse: Duration,
+pub(super) struct Searched<T> {
+    pub(super) reply: T,
+    pub(super) views: Vec<usize>,
+    pub(super) parse: Duration,
 }
 
 impl Services {
@@ -235,87 +258,10 @@ impl Services {
         self.st.auth.authorize(req, need).map_err(|d| (d.status, d.who))
     }
 
-    /// Checks of an identification that need no parsing.
-    fn check_identify(&self, r: &pb::IdentifyRequest) -> Result<(), Status> {
-        let limits = &self.st.cfg.limits;
-        if r.max_candidates > limits.max_candidates {
-            return Err(Status::invalid_argument(format!(
-                "max_candidates {} is over the limit of {}",
-                r.max_candidates, limits.max_candidates
-            )));
-        }
-        convert::check_labels(&r.label_filter, limits, "label_filter")?;
-        convert::check_records(r.probe.as_ref().map_or(&[][..], |p| &p.templates), MAX_PROBE_VIEWS)
-    }
-
-    /// One search: cheap checks, admission (`wait`: queue for a slot; else
-    /// shed when full), then parsing and the search on a worker.
-    async fn search(
-        &self,
-        r: pb::IdentifyRequest,
-        cancel: Cancel,
-        t0: Instant,
-        wait: bool,
-    ) -> Outcome<pb::IdentifyResponse> {
-        let searcher = match self.st.searcher() {
-            Ok(s) => Arc::clone(s),
-            Err(e) => return (Err(e), None),
-        };
-        if let Err(e) = self.check_identify(&r) {
-            return (Err(e), None);
-        }
-        let probe = r.probe.unwrap_or_default();
-        let (max_candidates, decision) = (r.max_candidates as usize, convert::identify_decision(r.decision));
-        let labels: Vec<(String, String)> = r.label_filter.into_iter().collect();
-        let (st, job_cancel) = (Arc::clone(&self.st), cancel.clone());
-        let job = move || {
-            let parsed = match convert::parse_templates(&probe.templates, MAX_PROBE_VIEWS, &st.cfg.limits) {
-                Ok(p) => p,
-                Err(e) => return (Err(e), None),
-            };
-            let sha = Some(parsed.sha256.clone());
-            let q = Query { fingers: parsed.fingers, max_candidates, decision, labels, cancel: job_cancel };
-            match searcher.identify(&q) {
-                Ok(reply) => (Ok(Searched { reply, views: parsed.views, parse: parsed.took }), sha),
-                Err(e) => {
-                    st.metrics.stopped(&e);
-                    (Err(convert::search_status(e)), sha)
-                }
-            }
-        };
-        let ((out, sha), queued) = match self.run(&cancel, wait, "Identify", job).await {
-            Ok(x) => x,
-            Err(s) => return (Err(s), None),
-        };
-        let Searched { mut reply, views, parse } = match out {
-            Ok(x) => x,
-            Err(e) => return (Err(e), sha),
-        };
-        self.st.metrics.stages(
-            &[
-                ("queue", queued),
-                ("parse", parse),
-                ("prepare", reply.timings.prepare),
-                ("candidates", reply.timings.candidates),
-                ("rescore", reply.timings.rescore),
-                ("fuse", reply.timings.fuse),
-            ],
-            reply.comparisons,
-        );
-        self.st.identifications.fetch_add(1, Ordering::Relaxed);
-        remap_views(&mut reply, &views);
-        let mut resp = convert::identify_response(reply, r.request_id, &self.st.model, queued, parse, t0.elapsed());
-        let dropped = convert::fit_reply(&mut resp, self.st.cfg.server.max_message_bytes);
-        if dropped > 0 {
-            tracing::warn!("a reply passed server.max_message_bytes: its last {dropped} candidates were left out");
-        }
-        (Ok(resp), sha)
-    }
-
     /// Runs `f` on a search worker under admission control, the deadline
     /// and cancellation: when the caller goes away (this future is dropped)
     /// or the deadline passes, `cancel` is set and the work stops.
-    async fn run<R: Send + 'static>(
+    pub(super) async fn run<R: Send + 'static>(
         &self,
         cancel: &Cancel,
         wait: bool,
@@ -361,8 +307,6 @@ impl Services {
     }
 }
 
-type IdentifyStreamOut = Pin<Box<dyn Stream<Item = Result<pb::IdentifyStreamResponse, Status>> + Send + 'static>>;
-
 /// A decoding error of a request (too large: RESOURCE_EXHAUSTED).
 pub fn decode_status(s: Status) -> Status {
     if s.code() == Code::OutOfRange && s.message().contains("too large") {
@@ -372,340 +316,24 @@ pub fn decode_status(s: Status) -> Status {
     }
 }
 
-#[tonic::async_trait]
-impl pb::identification_server::Identification for Services {
-    type IdentifyStreamStream = IdentifyStreamOut;
-
-    async fn identify(&self, req: Request<pb::IdentifyRequest>) -> Result<Response<pb::IdentifyResponse>, Status> {
-        let t0 = Instant::now();
-        let cancel = Cancel::until(deadline_of(req.metadata(), t0));
-        let (res, sha, who) = match self.who(&req, Role::Search) {
-            Err((s, who)) => (Err(s), None, who),
-            Ok(c) => {
-                let (r, sha) = self.search(req.into_inner(), cancel, t0, false).await;
-                (r, sha, c.describe())
-            }
-        };
-        self.finish("Identify", t0, &who, &res, |e| {
-            e.probe_sha256 = sha;
-            if let Ok(r) = &res {
-                e.decision = Some(convert::decision_name(r.decision).into());
-                e.candidates = Some(r.candidates.len());
-            }
-        });
-        res.map(Response::new)
-    }
-
-    async fn identify_stream(
-        &self,
-        req: Request<Streaming<pb::IdentifyRequest>>,
-    ) -> Result<Response<Self::IdentifyStreamStream>, Status> {
-        let t0 = Instant::now();
-        let deadline = deadline_of(req.metadata(), t0);
-        let caller = match self.who(&req, Role::Search) {
-            Ok(c) => c.describe(),
-            Err((s, who)) => {
-                self.finish::<()>("IdentifyStream", t0, &who, &Err(s.clone()), |_| {});
-                return Err(s);
-            }
-        };
-        let me = self.clone();
-        let depth = self.st.engine.workers().max(1);
-        let out = req
-            .into_inner()
-            .map(move |item| {
-                let me = me.clone();
-                let caller = caller.clone();
-                async move {
-                    let r = match item {
-                        Ok(r) => r,
-                        Err(s) => return Err(decode_status(s)),
-                    };
-                    let t1 = Instant::now();
-                    let id = r.request_id.clone();
-                    let (res, sha) = me.search(r, Cancel::until(deadline), t1, true).await;
-                    me.finish("IdentifyStream", t1, &caller, &res, |e| {
-                        e.probe_sha256 = sha;
-                        if let Ok(r) = &res {
-                            e.decision = Some(convert::decision_name(r.decision).into());
-                            e.candidates = Some(r.candidates.len());
-                        }
-                    });
-                    let result = match res {
-                        Ok(resp) => pb::identify_stream_response::Result::Response(resp),
-                        Err(s) => pb::identify_stream_response::Result::Error(pb::RequestError {
-                            code: s.code() as i32,
-                            message: s.message().to_string(),
-                        }),
-                    };
-                    Ok(pb::IdentifyStreamResponse { request_id: id, result: Some(result) })
-                }
-            })
-            .buffered(depth);
-        Ok(Response::new(Box::pin(out)))
-    }
-
-    async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
-        let t0 = Instant::now();
-        let cancel = Cancel::until(deadline_of(req.metadata(), t0));
-        let mut subject = None;
-        let (res, sha, who): (Result<pb::VerifyResponse, Status>, _, _) = match self.who(&req, Role::Search) {
-            Err((s, who)) => (Err(s), None, who),
-            Ok(c) => {
-                let r = req.into_inner();
-                subject = Some(r.subject_id.clone());
-                let (res, sha) = self.verify_one(r, cancel, t0).await;
-                (res, sha, c.describe())
-            }
-        };
-        self.finish("Verify", t0, &who, &res, |e| {
-            e.probe_sha256 = sha;
-            e.subject = subject;
-            if let Ok(r) = &res {
-                e.decision = Some(convert::decision_name(r.decision).into());
-            }
-        });
-        res.map(Response::new)
-    }
-}
-
 impl Services {
-    async fn verify_one(&self, r: pb::VerifyRequest, cancel: Cancel, t0: Instant) -> Outcome<pb::VerifyResponse> {
-        let searcher = match self.st.searcher() {
-            Ok(s) => Arc::clone(s),
-            Err(e) => return (Err(e), None),
-        };
-        if r.subject_id.is_empty() {
-            return (Err(Status::invalid_argument("subject_id is empty")), None);
-        }
-        let probe = r.probe.unwrap_or_default();
-        if let Err(e) = convert::check_records(&probe.templates, MAX_PROBE_VIEWS) {
-            return (Err(e), None);
-        }
-        let decision = convert::verify_decision(r.decision);
-        let (subject, st, job_cancel) = (r.subject_id, Arc::clone(&self.st), cancel.clone());
-        let job = move || {
-            let parsed = match convert::parse_templates(&probe.templates, MAX_PROBE_VIEWS, &st.cfg.limits) {
-                Ok(p) => p,
-                Err(e) => return (Err(e), None),
-            };
-            let sha = Some(parsed.sha256.clone());
-            match searcher.verify_until(&subject, &parsed.fingers, decision, &job_cancel) {
-                Ok(reply) => (Ok(Searched { reply, views: parsed.views, parse: parsed.took }), sha),
-                Err(e) => {
-                    st.metrics.stopped(&e);
-                    (Err(convert::search_status(e)), sha)
-                }
-            }
-        };
-        let ((out, sha), queued) = match self.run(&cancel, false, "Verify", job).await {
-            Ok(x) => x,
-            Err(s) => return (Err(s), None),
-        };
-        match out {
-            Ok(Searched { mut reply, views, parse }) => {
-                remap_views(&mut reply, &views);
-                (Ok(convert::verify_response(reply, &self.st.model, queued, parse, t0.elapsed())), sha)
-            }
-            Err(e) => (Err(e), sha),
-        }
-    }
-
-    pub(super) fn gallery(&self) -> Result<Arc<Gallery>, Status> {
-        self.st.searcher().and_then(|s| s.gallery().ok_or_else(|| Status::unavailable("no gallery is held here")))
-    }
-
-    /// Runs blocking gallery work off the async threads.
+    /// Runs blocking work on gallery `name` off the async threads.
     pub(super) async fn blocking<R: Send + 'static>(
         &self,
+        name: &str,
         f: impl FnOnce(&Gallery) -> Result<R, GalleryError> + Send + 'static,
     ) -> Result<R, Status> {
-        let g = self.gallery()?;
+        let g = self.gallery(name)?;
+        let st = Arc::clone(&self.st);
         tokio::task::spawn_blocking(move || f(&g))
             .await
             .map_err(|e| Status::internal(format!("gallery task failed: {e}")))?
-            .map_err(|e| self.st.gallery_status(e))
-    }
-}
-
-impl Services {
-    /// LoadShard and UnloadShard: the gallery change off the async threads,
-    /// then the GPU's resident shards brought in line, metrics and audit.
-    async fn change_shard<T: Send + 'static>(
-        &self,
-        method: &str,
-        req: Request<T>,
-        op: fn(&T, &Gallery) -> Result<crate::gallery::ShardEntry, GalleryError>,
-        status: &'static str,
-    ) -> Result<Response<pb::Shard>, Status> {
-        let t0 = Instant::now();
-        let (res, who) = match self.who(&req, Role::Admin) {
-            Err((s, who)) => (Err(s), who),
-            Ok(c) => {
-                let r = req.into_inner();
-                let res = self.blocking(move |g| op(&r, g)).await.map(|e| shard_msg(&e, status, String::new()));
-                if res.is_ok() {
-                    let st = Arc::clone(&self.st);
-                    let _ = tokio::task::spawn_blocking(move || st.sync_resident()).await;
-                }
-                (res, c.describe())
-            }
-        };
-        self.finish(method, t0, &who, &res, |e| e.subject = res.as_ref().ok().map(|s| s.name.clone()));
-        self.st.refresh_gallery_metrics();
-        res.map(Response::new)
-    }
-}
-
-fn shard_msg(e: &crate::gallery::ShardEntry, status: &str, error: String) -> pb::Shard {
-    pb::Shard {
-        name: e.name.clone(),
-        file: e.file.clone(),
-        templates: e.templates,
-        subjects: e.subjects,
-        bytes: e.bytes,
-        status: status.into(),
-        error,
-        ..Default::default()
-    }
-}
-
-#[tonic::async_trait]
-impl pb::gallery_server::Gallery for Services {
-    async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
-        self.enroll_call(req).await
+            .map_err(|e| st.gallery_status(e))
     }
 
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.delete_call(req).await
-    }
-
-    async fn compact(&self, req: Request<pb::CompactRequest>) -> Result<Response<pb::CompactResponse>, Status> {
-        self.compact_call(req).await
-    }
-
-    async fn get_subject(&self, req: Request<pb::GetSubjectRequest>) -> Result<Response<pb::Subject>, Status> {
-        let t0 = Instant::now();
-        let mut subject = None;
-        let (res, who) = match self.who(&req, Role::Admin) {
-            Err((s, who)) => (Err(s), who),
-            Ok(c) => {
-                let r = req.into_inner();
-                subject = Some(r.subject_id.clone());
-                let res = self.gallery().and_then(|g| {
-                    let v = g
-                        .subject(&r.subject_id)
-                        .ok_or_else(|| Status::not_found(format!("subject '{}'", r.subject_id)))?;
-                    let mut fingers = Vec::with_capacity(v.templates.len());
-                    for (t, source) in v.templates.iter().zip(&v.sources) {
-                        let iso = if r.include_templates {
-                            template::write(std::slice::from_ref(t), Format::Iso2005)
-                                .map_err(|e| Status::internal(format!("writing the template: {e}")))?
-                        } else {
-                            Vec::new()
-                        };
-                        fingers.push(pb::SubjectFinger {
-                            finger_position: u32::from(t.finger_position.0),
-                            minutiae: t.minutiae.len() as u32,
-                            source: source.clone(),
-                            iso_template: iso,
-                        });
-                    }
-                    Ok(pb::Subject { subject_id: v.id, labels: v.labels.into_iter().collect(), fingers })
-                });
-                (res, c.describe())
-            }
-        };
-        self.finish("GetSubject", t0, &who, &res, |e| e.subject = subject);
-        res.map(Response::new)
-    }
-
-    async fn list_shards(
-        &self,
-        req: Request<pb::ListShardsRequest>,
-    ) -> Result<Response<pb::ListShardsResponse>, Status> {
-        let t0 = Instant::now();
-        let (res, who) = match self.who(&req, Role::Search) {
-            Err((s, who)) => (Err(s), who),
-            Ok(c) => {
-                let res = self.gallery().and_then(|g| {
-                    let m = g.manifest().map_err(convert::gallery_status)?;
-                    let problems = g.problems();
-                    let shards = m
-                        .shards
-                        .iter()
-                        .map(|e| match problems.iter().find(|p| p.name == e.name) {
-                            Some(p) => shard_msg(e, "left out", p.error.clone()),
-                            None => shard_msg(e, "serving", String::new()),
-                        })
-                        .collect();
-                    Ok(pb::ListShardsResponse { shards })
-                });
-                (res, c.describe())
-            }
-        };
-        self.finish("ListShards", t0, &who, &res, |_| {});
-        res.map(Response::new)
-    }
-
-    async fn load_shard(&self, req: Request<pb::LoadShardRequest>) -> Result<Response<pb::Shard>, Status> {
-        self.change_shard("LoadShard", req, |r, g| g.attach_shard(&r.file), "serving").await
-    }
-
-    async fn unload_shard(&self, req: Request<pb::UnloadShardRequest>) -> Result<Response<pb::Shard>, Status> {
-        self.change_shard("UnloadShard", req, |r, g| g.detach_shard(&r.name), "unloaded").await
-    }
-
-    async fn list_galleries(
-        &self,
-        _req: Request<pb::ListGalleriesRequest>,
-    ) -> Result<Response<pb::ListGalleriesResponse>, Status> {
-        Err(Status::unimplemented("ListGalleries"))
-    }
-
-    async fn add_gallery(&self, _req: Request<pb::AddGalleryRequest>) -> Result<Response<pb::GalleryInfo>, Status> {
-        Err(Status::unimplemented("AddGallery"))
-    }
-
-    async fn unload_gallery(
-        &self,
-        _req: Request<pb::UnloadGalleryRequest>,
-    ) -> Result<Response<pb::GalleryInfo>, Status> {
-        Err(Status::unimplemented("UnloadGallery"))
-    }
-
-    async fn stats(&self, req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
-        let t0 = Instant::now();
-        let (res, who) = match self.who(&req, Role::Search) {
-            Err((s, who)) => (Err(s), who),
-            Ok(c) => {
-                let res = self.st.searcher().and_then(|s| {
-                    let g = s.gallery().ok_or_else(|| Status::unavailable("no gallery is held here"))?;
-                    let snap = g.snapshot();
-                    Ok(pb::StatsResponse {
-                        templates: snap.templates() as u64,
-                        subjects: s.subjects(),
-                        shards: snap.shards.len() as u32,
-                        delta_templates: snap.delta.live().count() as u64,
-                        tombstones: snap.delta.tombstones.len() as u64,
-                        wal_bytes: g.wal_bytes(),
-                        generation: snap.generation,
-                        backend: s.backend(),
-                        in_flight: self.st.engine.in_flight() as u32,
-                        max_in_flight: self.st.engine.max_in_flight() as u32,
-                        problems: g.problems().len() as u32,
-                        identifications: self.st.identifications.load(Ordering::Relaxed),
-                        shed: self.st.metrics.shed_total(),
-                        wal_records: g.wal_records(),
-                        compactions: self.st.metrics.compactions_total(),
-                        ..Default::default()
-                    })
-                });
-                (res, c.describe())
-            }
-        };
-        self.finish("Stats", t0, &who, &res, |_| {});
-        res.map(Response::new)
+    /// The open gallery folder of gallery `name` (one part on a server).
+    pub(super) fn gallery(&self, name: &str) -> Result<Arc<Gallery>, Status> {
+        self.st.searcher(name)?.gallery().ok_or_else(|| Status::unavailable("no gallery is held here"))
     }
 }
 

@@ -24,6 +24,8 @@ use super::audit::Event;
 use super::config::Role;
 use super::convert;
 use super::pb;
+use super::auth::Caller;
+use super::catalog::Entry;
 use super::service::{Services, State, deadline_of};
 use crate::cancel::Cancel;
 use crate::gallery::{MAX_TEMPLATES, MAX_TEXT, WriteMode};
@@ -32,8 +34,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tonic::{Code, Request, Response, Status};
 
-/// Clears [`State::compacting`] when the compaction ends.
-struct Compacting(Arc<State>);
+/// Clears a gallery's `compacting` flag when its compaction ends.
+struct Compacting(Arc<Entry>);
 
 impl Drop for Compacting {
     fn drop(&mut self) {
@@ -81,26 +83,38 @@ impl Services {
     ) -> Result<Response<pb::EnrollResponse>, Status> {
         let t0 = Instant::now();
         let cancel = Cancel::until(deadline_of(req.metadata(), t0));
-        let (caller, r) = match self.who(&req, Role::Admin) {
-            Ok(c) => (c.describe(), req.into_inner()),
+        let (c, r) = match self.who(&req, Role::Admin) {
+            Ok(c) => (c, req.into_inner()),
             Err((s, who)) => {
                 self.finish::<()>("Enroll", t0, &who, &Err(s.clone()), |_| {});
                 return Err(s);
             }
         };
-        let subject = r.subject_id.clone();
-        let res = self.enroll_one(r, caller.clone(), &cancel).await;
-        self.written("Enroll", t0, &caller, subject, &res);
+        let caller = c.describe();
+        let (subject, gallery) = (r.subject_id.clone(), r.gallery.clone());
+        let res = match self.scoped(&c, &gallery) {
+            Ok(name) => self.enroll_one(r, name, caller.clone(), &cancel).await,
+            Err(e) => Err(e),
+        };
+        self.written("Enroll", t0, &caller, subject, &gallery, &res);
         res.map(Response::new)
+    }
+
+    /// The gallery a write names, if the caller may write to it.
+    pub(super) fn scoped(&self, c: &Caller, gallery: &str) -> Result<String, Status> {
+        let e = self.st.entry(gallery)?;
+        c.check_gallery(&e.name)?;
+        Ok(e.name.clone())
     }
 
     async fn enroll_one(
         &self,
         r: pb::EnrollRequest,
+        gallery: String,
         caller: String,
         cancel: &Cancel,
     ) -> Result<pb::EnrollResponse, Status> {
-        let g = self.gallery()?;
+        let g = self.gallery(&gallery)?;
         if r.subject_id.is_empty() || r.subject_id.len() > MAX_TEXT {
             return Err(Status::invalid_argument(format!("subject_id must be 1-{MAX_TEXT} bytes")));
         }
@@ -120,7 +134,7 @@ impl Services {
                 .map_err(|e| st.gallery_status(e))?;
             // Logged: the enrolment stands. Its audit line goes to disk before the reply.
             let mut e = Event::now(caller, "Enroll", Code::Ok);
-            e.subject = Some(r.subject_id);
+            e.subject = Some(format!("{gallery}/{}", r.subject_id));
             e.probe_sha256 = Some(p.sha256);
             st.audit_durable(e).map_err(|m| {
                 Status::internal(format!(
@@ -139,27 +153,38 @@ impl Services {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let t0 = Instant::now();
         let cancel = Cancel::until(deadline_of(req.metadata(), t0));
-        let (caller, id) = match self.who(&req, Role::Admin) {
-            Ok(c) => (c.describe(), req.into_inner().subject_id),
+        let (c, r) = match self.who(&req, Role::Admin) {
+            Ok(c) => (c, req.into_inner()),
             Err((s, who)) => {
                 self.finish::<()>("Delete", t0, &who, &Err(s.clone()), |_| {});
                 return Err(s);
             }
         };
-        let res = self.delete_one(id.clone(), caller.clone(), &cancel).await;
-        self.written("Delete", t0, &caller, id, &res);
+        let caller = c.describe();
+        let (id, gallery) = (r.subject_id, r.gallery);
+        let res = match self.scoped(&c, &gallery) {
+            Ok(name) => self.delete_one(id.clone(), name, caller.clone(), &cancel).await,
+            Err(e) => Err(e),
+        };
+        self.written("Delete", t0, &caller, id, &gallery, &res);
         res.map(Response::new)
     }
 
-    async fn delete_one(&self, id: String, caller: String, cancel: &Cancel) -> Result<pb::DeleteResponse, Status> {
-        let g = self.gallery()?;
+    async fn delete_one(
+        &self,
+        id: String,
+        gallery: String,
+        caller: String,
+        cancel: &Cancel,
+    ) -> Result<pb::DeleteResponse, Status> {
+        let g = self.gallery(&gallery)?;
         let permit = self.admit_write("Delete")?;
         let (st, job_cancel) = (Arc::clone(&self.st), cancel.clone());
         self.run_write(cancel, move || {
             let _permit = permit;
             let sequence = g.delete_with(&id, &job_cancel).map_err(|e| st.gallery_status(e))?;
             let mut e = Event::now(caller, "Delete", Code::Ok);
-            e.subject = Some(id);
+            e.subject = Some(format!("{gallery}/{id}"));
             st.audit_durable(e).map_err(|m| {
                 Status::internal(format!(
                     "deleted at log sequence {sequence}, but its audit line could not be written ({m}); the deletion stands"
@@ -172,13 +197,23 @@ impl Services {
 
     /// After a write: metrics; a failure is audited here (a success was
     /// audited durably by the write itself); compaction if the log is long.
-    fn written<T>(&self, method: &str, t0: Instant, caller: &str, subject: String, res: &Result<T, Status>) {
+    fn written<T>(
+        &self,
+        method: &str,
+        t0: Instant,
+        caller: &str,
+        subject: String,
+        gallery: &str,
+        res: &Result<T, Status>,
+    ) {
         match res {
             Ok(_) => self.count(method, t0, res),
-            Err(_) => self.finish(method, t0, caller, res, |e| e.subject = Some(subject)),
+            Err(_) => self.finish(method, t0, caller, res, |e| e.subject = Some(format!("{gallery}/{subject}"))),
         }
         self.st.refresh_gallery_metrics();
-        self.maybe_compact();
+        if let Ok(e) = self.st.entry(gallery) {
+            self.maybe_compact(&e);
+        }
     }
 
     /// `Compact`.
@@ -189,7 +224,14 @@ impl Services {
         let t0 = Instant::now();
         let (res, who) = match self.who(&req, Role::Admin) {
             Err((s, who)) => (Err(s), who),
-            Ok(c) => (self.compact_now("rpc").await, c.describe()),
+            Ok(c) => {
+                let r = req.into_inner();
+                let res = match self.scoped(&c, &r.gallery).and_then(|n| self.st.entry(&n)) {
+                    Ok(e) => self.compact_now(&e, "rpc").await,
+                    Err(e) => Err(e),
+                };
+                (res, c.describe())
+            }
         };
         self.finish("Compact", t0, &who, &res, |_| {});
         res.map(Response::new)
@@ -197,15 +239,15 @@ impl Services {
 
     /// Compacts now (ABORTED if a compaction runs already); `trigger`
     /// labels the metric.
-    pub async fn compact_now(&self, trigger: &'static str) -> Result<pb::CompactResponse, Status> {
-        let g = self.gallery()?;
-        if self.st.compacting.swap(true, Ordering::SeqCst) {
-            return Err(Status::aborted("a compaction is already running"));
+    pub async fn compact_now(&self, entry: &Arc<Entry>, trigger: &'static str) -> Result<pb::CompactResponse, Status> {
+        let g = self.gallery(&entry.name)?;
+        if entry.compacting.swap(true, Ordering::SeqCst) {
+            return Err(Status::aborted(format!("a compaction of gallery '{}' is already running", entry.name)));
         }
-        let running = Compacting(Arc::clone(&self.st));
+        let running = Compacting(Arc::clone(entry));
         let before = g.wal_bytes();
         let t = Instant::now();
-        tracing::info!("compaction ({trigger}): log of {before} bytes, {} records", g.wal_records());
+        tracing::info!("compaction of {} ({trigger}): log of {before} bytes, {} records", entry.name, g.wal_records());
         let g2 = Arc::clone(&g);
         let report = tokio::task::spawn_blocking(move || {
             let _running = running;
@@ -240,17 +282,17 @@ impl Services {
 
     /// Starts a compaction in the background when the log has passed the
     /// configured size or record count and none is running.
-    pub fn maybe_compact(&self) {
-        let Ok(g) = self.gallery() else { return };
+    pub fn maybe_compact(&self, entry: &Arc<Entry>) {
+        let Ok(g) = self.gallery(&entry.name) else { return };
         let c = &self.st.cfg.gallery;
         let over = (c.compact_log_bytes > 0 && g.wal_bytes() >= c.compact_log_bytes)
             || (c.compact_log_records > 0 && g.wal_records() >= c.compact_log_records);
-        if !over || self.st.compacting.load(Ordering::SeqCst) {
+        if !over || entry.compacting.load(Ordering::SeqCst) {
             return;
         }
-        let me = self.clone();
+        let (me, entry) = (self.clone(), Arc::clone(entry));
         tokio::spawn(async move {
-            if let Err(e) = me.compact_now("auto").await
+            if let Err(e) = me.compact_now(&entry, "auto").await
                 && e.code() != Code::Aborted
             {
                 tracing::error!("automatic compaction failed: {}", e.message());

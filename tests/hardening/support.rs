@@ -51,8 +51,8 @@ pub fn config(dir: &Path) -> Config {
     c.server.workers = 2;
     c.backend.choice = BackendChoice::Cpu;
     c.auth.tokens = vec![
-        TokenEntry { name: "station".into(), role: Role::Search, token: Some(SEARCH_TOKEN.into()), token_sha256: None },
-        TokenEntry { name: "ops".into(), role: Role::Admin, token: Some(ADMIN_TOKEN.into()), token_sha256: None },
+        TokenEntry { name: "station".into(), role: Role::Search, token: Some(SEARCH_TOKEN.into()), token_sha256: None, galleries: vec![] },
+        TokenEntry { name: "ops".into(), role: Role::Admin, token: Some(ADMIN_TOKEN.into()), token_sha256: None, galleries: vec![] },
     ];
     c
 }

@@ -74,6 +74,10 @@ pub struct NodeOptions {
     pub search: SearchConfig,
     /// How group galleries are opened.
     pub gallery: GalleryOptions,
+    /// Compact a group once its log passes this many bytes (0: never).
+    pub compact_log_bytes: u64,
+    /// ... or holds this many records (0: never).
+    pub compact_log_records: u64,
 }
 
 /// A group's state on this node.
@@ -122,6 +126,8 @@ pub struct Slot {
     pub apply: tokio::sync::Mutex<()>,
     /// A catch-up is running.
     busy: std::sync::atomic::AtomicBool,
+    /// A compaction is running.
+    compacting: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Slot {
@@ -364,6 +370,7 @@ impl Node {
                         write: tokio::sync::Mutex::new(()),
                         apply: tokio::sync::Mutex::new(()),
                         busy: std::sync::atomic::AtomicBool::new(false),
+                        compacting: std::sync::atomic::AtomicBool::new(false),
                     })
                 });
             }
@@ -526,6 +533,33 @@ impl Node {
     fn waited(&self, gallery: &str, group: u32) -> bool {
         let Ok(mut s) = self.seen_leaderless.lock() else { return true };
         !s.insert((gallery.to_string(), group))
+    }
+
+    /// Compacts a group in the background when its log has grown past the
+    /// configured size (each replica compacts its own copy; the log keeps
+    /// its last record, so catch-up checks still work).
+    pub fn maybe_compact(&self, s: &Arc<Slot>) {
+        let Some(g) = s.gallery() else { return };
+        let o = &self.opts;
+        let over = (o.compact_log_bytes > 0 && g.wal_bytes() >= o.compact_log_bytes)
+            || (o.compact_log_records > 0 && g.wal_records() >= o.compact_log_records);
+        if !over || s.compacting.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let (s, id) = (Arc::clone(s), self.opts.id.clone());
+        tokio::task::spawn_blocking(move || {
+            match g.compact() {
+                Ok(r) => tracing::info!(
+                    "node {id}: {}/g{:04} compacted ({} folded, {} removed)",
+                    s.gallery_name,
+                    s.group,
+                    r.folded_templates,
+                    r.removed_templates
+                ),
+                Err(e) => tracing::error!("node {id}: {}/g{:04}: compaction failed: {e}", s.gallery_name, s.group),
+            }
+            s.compacting.store(false, std::sync::atomic::Ordering::Release);
+        });
     }
 
     /// Whether this node is the primary of (gallery, group) now.

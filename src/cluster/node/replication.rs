@@ -141,6 +141,8 @@ impl Node {
                 "{gallery}/g{group:04}: only {acks} of the {quorum} replicas needed hold write {seq}: not acknowledged"
             )));
         }
+        drop(_order);
+        self.maybe_compact(&slot);
         Ok((seq, acks))
     }
 
@@ -164,7 +166,7 @@ impl Node {
         let _order = slot.apply.lock().await;
         let seq = r.sequence;
         let record = r.record;
-        blocking(move || -> Result<u64, Status> {
+        let applied = blocking(move || -> Result<u64, Status> {
             let (last, _) = g.last_record().map_err(gallery_status)?;
             if seq <= last {
                 let same = g.record_crc(seq).map_err(gallery_status)? == Some(crc32c::crc32c(&record));
@@ -180,6 +182,9 @@ impl Node {
             g.apply_record(seq, &record).map_err(gallery_status)?;
             Ok(seq)
         })
-        .await?
+        .await??;
+        drop(_order);
+        self.maybe_compact(&slot);
+        Ok(applied)
     }
 }

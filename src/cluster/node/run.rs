@@ -12,10 +12,9 @@ use crate::cluster::map::StaticMap;
 use crate::cluster::peer::Peers;
 use crate::cluster::store::Store;
 use crate::cluster::{ClusterError, pb};
-use crate::gallery::{GalleryOptions, SyncMode};
 use crate::mcc::Matcher;
 use crate::search::impostor::ImpostorModel;
-use crate::server::config::{Config, SyncChoice};
+use crate::server::config::Config;
 use crate::server::engine::Engine;
 use crate::server::{ServeError, metrics, pb as api};
 use std::net::SocketAddr;
@@ -44,18 +43,7 @@ impl std::fmt::Debug for RunningNode {
     }
 }
 
-/// The gallery options the configuration asks for.
-pub fn gallery_options(cfg: &Config) -> GalleryOptions {
-    GalleryOptions {
-        verify_on_open: cfg.gallery.verify_on_open,
-        build_missing_indexes: cfg.gallery.build_missing_indexes,
-        sync: match cfg.gallery.sync {
-            SyncChoice::PerRecord => SyncMode::PerRecord,
-            SyncChoice::Group => SyncMode::Group,
-        },
-        ..GalleryOptions::default()
-    }
-}
+use crate::server::gallery_options;
 
 /// The map source a `[cluster]` or `[router]` section names: etcd
 /// (waiting up to `patience` for it to answer) or a static file.
@@ -107,8 +95,15 @@ pub async fn start(cfg: Config) -> Result<RunningNode, ServeError> {
     let poll = Duration::from_millis(cfg.backend.gpu_poll_timeout_ms);
     let (rescorer, _gpu) = crate::server::backend(cfg.backend.choice, &matcher, cfg.backend.gpu_resident_mib, poll, None)?;
     let data_dir = if cs.data_dir.as_os_str().is_empty() { cfg.gallery.path.clone() } else { cs.data_dir.clone() };
-    let opts =
-        NodeOptions { id: id.clone(), data_dir, advertise, search: cfg.search.clone(), gallery: gallery_options(&cfg) };
+    let opts = NodeOptions {
+        id: id.clone(),
+        data_dir,
+        advertise,
+        search: cfg.search.clone(),
+        gallery: gallery_options(&cfg),
+        compact_log_bytes: cfg.gallery.compact_log_bytes,
+        compact_log_records: cfg.gallery.compact_log_records,
+    };
     let peers = Peers::new(token.as_deref()).map_err(io)?;
     let node = Node::new(opts, source, peers, rescorer, model).map_err(io)?;
     node.start();
