@@ -379,7 +379,8 @@ impl node_server::Node for NodeService {
         self.check(&req)?;
         let mut groups = Vec::new();
         for g in self.node.galleries() {
-            for s in g.slots() {
+            for slot in g.slots() {
+                let s = &slot;
                 let state = s.state();
                 let mut st = pb::GroupState {
                     gallery: g.name.clone(),
@@ -396,6 +397,27 @@ impl node_server::Node for NodeService {
                     st.shards = snap.shards.len() as u32;
                     st.wal_bytes = gal.wal_bytes();
                     st.last_sequence = gal.last_record().map(|(s, _)| s).unwrap_or(0);
+                    st.delta_templates = snap.delta.live().count() as u64;
+                    st.tombstones = snap.delta.tombstones.len() as u64;
+                    let problems = gal.problems();
+                    if let Ok(m) = gal.manifest() {
+                        st.shard_list = m
+                            .shards
+                            .iter()
+                            .map(|e| {
+                                let err = problems.iter().find(|p| p.name == e.name).map(|p| p.error.clone());
+                                let mut s = crate::server::admin::shard_msg(
+                                    e,
+                                    if err.is_some() { "left out" } else { "serving" },
+                                    err.unwrap_or_default(),
+                                    &g.name,
+                                );
+                                s.group = slot.group;
+                                s.nodes = vec![self.node.id().to_string()];
+                                s
+                            })
+                            .collect();
+                    }
                 }
                 groups.push(st);
             }
