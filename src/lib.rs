@@ -13,6 +13,7 @@
 #[cfg(target_endian = "big")]
 compile_error!("whorl reads little-endian data in place and does not support big-endian targets");
 
+pub mod client;
 pub mod data;
 pub mod embed;
 pub mod eval;
@@ -27,4 +28,5 @@ pub mod search;
 pub mod server;
 pub mod shard;
 pub mod synth;
+pub mod table;
 pub mod template;

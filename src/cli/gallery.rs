@@ -146,7 +146,7 @@ pub fn build(a: BuildArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "built {} with {} templates in {} shard(s), {:.1} MiB, in {secs:.1} s: shards {:.1} s ({:.0} templates/s), indexes {:.1} s; peak RSS {:.0} MiB",
         a.out.display(),
         report.templates,
@@ -156,39 +156,39 @@ pub fn build(a: BuildArgs) -> Result<()> {
         report.templates as f64 / report.write_seconds.max(1e-9),
         report.index_seconds,
         super::hnsw_bench::peak_rss_mib()
-    );
+    )?;
     Ok(())
 }
 
 pub fn info(a: GalleryArgs) -> Result<()> {
     let m = Manifest::load(&a.gallery)?;
-    println!(
+    outln!(
         "gallery {} (generation {}, embedding {}, log folded up to {})",
         a.gallery.display(),
         m.generation,
         m.embedding,
         m.applied_seq
-    );
-    println!("| shard | templates | subjects | MiB | status |");
-    println!("|---|---|---|---|---|");
+    )?;
+    outln!("| shard | templates | subjects | MiB | status |")?;
+    outln!("|---|---|---|---|---|")?;
     for s in &m.shards {
         let status = match Shard::open(&a.gallery.join(&s.file)) {
             Ok(sh) if sh.header().table_crc == s.table_crc => "ok (header)".to_string(),
             Ok(_) => "file differs from the manifest".to_string(),
             Err(e) => e.to_string(),
         };
-        println!("| {} | {} | {} | {:.1} | {status} |", s.name, s.templates, s.subjects, s.bytes as f64 / 1048576.0);
+        outln!("| {} | {} | {} | {:.1} | {status} |", s.name, s.templates, s.subjects, s.bytes as f64 / 1048576.0)?;
     }
     let log = a.gallery.join(gallery::wal::FILE);
     if let Ok(meta) = std::fs::metadata(&log) {
-        println!("write-ahead log: {} bytes", meta.len());
+        outln!("write-ahead log: {} bytes", meta.len())?;
     }
     if let Some(s) = m.shards.first().and_then(|s| Shard::open(&a.gallery.join(&s.file)).ok()) {
-        println!("\nbytes per template by section ({}):", s.path().display());
-        println!("| section | bytes | per template |");
-        println!("|---|---|---|");
+        outln!("\nbytes per template by section ({}):", s.path().display())?;
+        outln!("| section | bytes | per template |")?;
+        outln!("|---|---|---|")?;
         for (k, _, len, _) in s.sections() {
-            println!("| {} | {len} | {:.1} |", k.name(), len as f64 / s.len().max(1) as f64);
+            outln!("| {} | {len} | {:.1} |", k.name(), len as f64 / s.len().max(1) as f64)?;
         }
     }
     Ok(())
@@ -203,24 +203,24 @@ pub fn verify(a: GalleryArgs) -> Result<()> {
         match r {
             Ok(sh) if sh.header().table_crc != s.table_crc => {
                 bad += 1;
-                println!("{}: FAILED: file differs from the one the manifest lists", s.name);
+                outln!("{}: FAILED: file differs from the one the manifest lists", s.name)?;
             }
-            Ok(_) => println!("{}: ok ({} templates, {:.2} s)", s.name, s.templates, t.elapsed().as_secs_f64()),
+            Ok(_) => outln!("{}: ok ({} templates, {:.2} s)", s.name, s.templates, t.elapsed().as_secs_f64())?,
             Err(e) => {
                 bad += 1;
-                println!("{}: FAILED: {e}", s.name);
+                outln!("{}: FAILED: {e}", s.name)?;
             }
         }
     }
     match gallery::wal::Wal::open(&a.gallery, gallery::SyncMode::PerRecord) {
-        Ok((_, r)) => println!(
+        Ok((_, r)) => outln!(
             "write-ahead log: {} records ({} after the last compaction)",
             r.records.len(),
             r.records.iter().filter(|x| x.seq > m.applied_seq).count()
-        ),
+        )?,
         Err(e) => {
             bad += 1;
-            println!("write-ahead log: FAILED: {e}");
+            outln!("write-ahead log: FAILED: {e}")?;
         }
     }
     if bad > 0 {
@@ -233,7 +233,7 @@ pub fn compact(a: GalleryArgs) -> Result<()> {
     let g = Gallery::open(&a.gallery, Embedder::default(), Matcher::default(), GalleryOptions::default())?;
     let t = Instant::now();
     let r = g.compact()?;
-    println!(
+    outln!(
         "compacted {} in {:.1} s: {} shard(s) rewritten without {} deleted templates, {} new shard(s) with {} enrolled templates; log folded up to {}",
         a.gallery.display(),
         t.elapsed().as_secs_f64(),
@@ -242,7 +242,7 @@ pub fn compact(a: GalleryArgs) -> Result<()> {
         r.added.len(),
         r.folded_templates,
         r.applied_seq
-    );
+    )?;
     Ok(())
 }
 
@@ -252,15 +252,15 @@ pub fn compact(a: GalleryArgs) -> Result<()> {
 pub fn open_time(a: GalleryArgs) -> Result<()> {
     let m = Manifest::load(&a.gallery)?;
     let templates: u64 = m.shards.iter().map(|s| s.templates).sum();
-    println!(
+    outln!(
         "opening {} ({} shard(s), {templates} templates; page cache as it is)",
         a.gallery.display(),
         m.shards.len()
-    );
-    println!("| what | ms |\n|---|---|");
+    )?;
+    outln!("| what | ms |\n|---|---|")?;
     let t = Instant::now();
     let shards = m.shards.iter().map(|s| Shard::open(&a.gallery.join(&s.file))).collect::<Result<Vec<_>, _>>()?;
-    println!("| shard mapping alone (mmap, header, section table) | {:.2} |", t.elapsed().as_secs_f64() * 1e3);
+    outln!("| shard mapping alone (mmap, header, section table) | {:.2} |", t.elapsed().as_secs_f64() * 1e3)?;
     drop(shards);
     for (verify, what) in
         [(false, "gallery with HNSW graphs, no CRC pass"), (true, "gallery with HNSW graphs and a full CRC pass")]
@@ -272,7 +272,7 @@ pub fn open_time(a: GalleryArgs) -> Result<()> {
         if !g.problems().is_empty() {
             bail!("shards left out: {:?}", g.problems());
         }
-        println!("| {what} | {ms:.1} |");
+        outln!("| {what} | {ms:.1} |")?;
     }
     Ok(())
 }

@@ -128,7 +128,7 @@ fn convert(a: ConvertArgs) -> Result<()> {
     let parsed = template::parse_with(&bytes, &opts).with_context(|| format!("parsing {}", a.input.display()))?;
     let out = template::write(&parsed.templates, a.to)?;
     std::fs::write(&a.output, &out).with_context(|| format!("writing {}", a.output.display()))?;
-    println!(
+    outln!(
         "{} ({}) -> {} ({}, {} bytes, {} view(s))",
         a.input.display(),
         parsed.format,
@@ -136,6 +136,6 @@ fn convert(a: ConvertArgs) -> Result<()> {
         a.to,
         out.len(),
         parsed.templates.len()
-    );
+    )?;
     Ok(())
 }

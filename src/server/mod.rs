@@ -206,6 +206,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         gpu: OnceLock::new(),
         model: "impostor-mcc-v1".into(),
         identifications: AtomicU64::new(0),
+        metrics_addr: OnceLock::new(),
     });
     let services = Services::new(Arc::clone(&st));
 
@@ -290,6 +291,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
             })
             .await
             .map_err(|e| ServeError::Io(format!("metrics listener {a}: {e}")))?;
+            let _ = st.metrics_addr.set(bound);
             (Some(bound), Some(tx))
         }
         None => (None, None),
@@ -319,6 +321,40 @@ impl Running {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The one line `whorl serve` prints once the gallery is open: address,
+    /// gallery size, backend, TLS and authentication mode, metrics.
+    /// `None` until then.
+    pub fn ready_line(&self) -> Option<String> {
+        use crate::table::count;
+        let s = self.state.searcher.get()?;
+        let snap = s.gallery().snapshot();
+        let cfg = &self.state.cfg;
+        let tls = match &cfg.tls {
+            None => "TLS off",
+            Some(t) if t.client_ca.is_some() => "TLS with client certificates",
+            Some(_) => "TLS",
+        };
+        let tokens = &cfg.auth.tokens;
+        let auth = if tokens.is_empty() {
+            "auth off (no tokens: any caller may search and administer)".to_string()
+        } else {
+            let admin = tokens.iter().filter(|t| t.role == config::Role::Admin).count();
+            format!("auth by bearer token ({} search, {admin} admin)", tokens.len() - admin)
+        };
+        let shards = snap.shards.len();
+        let left_out = s.gallery().problems().len();
+        Some(format!(
+            "ready on {}: {} subjects, {} templates in {shards} shard{}{}; backend {}; {tls}; {auth}{}",
+            self.addr,
+            count(s.subjects(&snap)),
+            count(snap.templates() as u64),
+            if shards == 1 { "" } else { "s" },
+            if left_out > 0 { format!(" ({left_out} left out as damaged: see `whorl shards`)") } else { String::new() },
+            s.backend(),
+            self.metrics_addr.map(|m| format!("; metrics http://{m}/metrics")).unwrap_or_default()
+        ))
     }
 
     /// Graceful shutdown: NOT_SERVING, stop accepting, let admitted

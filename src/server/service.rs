@@ -61,6 +61,8 @@ pub struct State {
     pub model: String,
     /// Identifications answered.
     pub identifications: AtomicU64,
+    /// Where `/metrics` is served, once bound (Stats reports it).
+    pub metrics_addr: OnceLock<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for State {
@@ -620,6 +622,7 @@ impl pb::gallery_server::Gallery for Services {
                         problems: g.problems().len() as u32,
                         identifications: self.st.identifications.load(Ordering::Relaxed),
                         shed: self.st.metrics.shed_total(),
+                        metrics_address: self.st.metrics_addr.get().map(|a| a.to_string()).unwrap_or_default(),
                     }
                 });
                 (res, c.describe())
