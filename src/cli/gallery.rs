@@ -20,7 +20,7 @@ pub struct BuildArgs {
     #[arg(long, num_args = 1..)]
     input: Vec<PathBuf>,
     /// Build from this many synthetic templates instead (impression 0 of
-    /// each finger; subject `s` is `S{s:09}`, see `whorl::synth::Subjects`).
+    /// each finger; subjects are named S000000000, S000000001, ...).
     #[arg(long, conflicts_with = "input")]
     synth: Option<u64>,
     /// Fingers per synthetic subject (1-10, positions 1..F; 1 spreads
