@@ -328,7 +328,7 @@ fn the_demo_repeats_itself() {
             .collect()
     };
     let (first, err) = demo("plain");
-    assert!(err.contains("  writing 1,500 templates...") && err.contains("  indexing"), "{err}");
+    assert!(err.contains("  writing: 1,500 templates...") && err.contains("  indexing"), "{err}");
     assert!(!err.contains('\u{1b}'), "{err:?}");
     let before = listing();
     let (second, _) = demo("off");

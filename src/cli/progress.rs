@@ -49,7 +49,7 @@ impl State {
     /// `building 100,000 templates...` when a phase starts.
     fn start_line(&self) -> String {
         match self.len {
-            Some(len) => format!("  {} {} {}...", self.phase, count(len), self.unit),
+            Some(len) => format!("  {}: {} {}...", self.phase, count(len), self.unit),
             None => format!("  {}...", self.phase),
         }
     }
