@@ -1,5 +1,6 @@
 //! `whorl build | info | verify | compact`: operating gallery folders.
 
+use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -138,13 +139,18 @@ pub fn build(a: BuildArgs) -> Result<()> {
         None if a.input.is_empty() => bail!("give --input FILE|DIR... or --synth N"),
         None => (items(&a.input)?, 0),
     };
-    let bar = super::progress(total, "building");
+    let len = (total > 0).then_some(total);
+    let mut progress = Progress::new("writing", len, "templates");
     let t0 = Instant::now();
     let report = gallery::build(&a.out, &embedder, &matcher, &opts, items, |done, what| {
-        bar.set_position(done);
-        bar.set_message(what.to_string());
+        if what == "indexing" {
+            progress.set_phase("indexing (HNSW graphs)", None, "");
+        } else {
+            progress.set_phase("writing", len, "templates");
+            progress.set_position(done);
+        }
     })?;
-    bar.finish_and_clear();
+    progress.finish();
     let secs = t0.elapsed().as_secs_f64();
     outln!(
         "built {} with {} templates in {} shard(s), {:.1} MiB, in {secs:.1} s: shards {:.1} s ({:.0} templates/s), indexes {:.1} s; peak RSS {:.0} MiB",
@@ -199,7 +205,9 @@ pub fn verify(a: GalleryArgs) -> Result<()> {
     let mut bad = 0;
     for s in &m.shards {
         let t = Instant::now();
+        let checking = Progress::spinner(&format!("checking {}", s.name));
         let r = Shard::open(&a.gallery.join(&s.file)).and_then(|sh| sh.verify().map(|_| sh));
+        drop(checking);
         match r {
             Ok(sh) if sh.header().table_crc != s.table_crc => {
                 bad += 1;
@@ -230,9 +238,13 @@ pub fn verify(a: GalleryArgs) -> Result<()> {
 }
 
 pub fn compact(a: GalleryArgs) -> Result<()> {
+    let opening = Progress::spinner(&format!("opening {}", a.gallery.display()));
     let g = Gallery::open(&a.gallery, Embedder::default(), Matcher::default(), GalleryOptions::default())?;
+    drop(opening);
     let t = Instant::now();
+    let compacting = Progress::spinner("compacting");
     let r = g.compact()?;
+    drop(compacting);
     outln!(
         "compacted {} in {:.1} s: {} shard(s) rewritten without {} deleted templates, {} new shard(s) with {} enrolled templates; log folded up to {}",
         a.gallery.display(),

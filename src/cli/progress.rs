@@ -4,7 +4,9 @@
 //! the elapsed time where it is not (an index build). Anywhere else (a log
 //! file, a pipe, CI): one plain line when a phase starts and one every
 //! `WHORL_PROGRESS_SECS` seconds (10 by default) while it runs, with no
-//! terminal control codes. `WHORL_PROGRESS=plain` forces the plain lines,
+//! terminal control codes (the first after two seconds, so that short
+//! phases stay quiet; a new phase of a running display is announced at
+//! once). `WHORL_PROGRESS=plain` forces the plain lines,
 //! `WHORL_PROGRESS=off` silences both.
 
 use std::io::{IsTerminal, Write};
@@ -43,6 +45,8 @@ struct State {
     len: Option<u64>,
     phase_started: Instant,
     finished: bool,
+    /// A plain line was printed (later ones report progress).
+    printed: bool,
 }
 
 impl State {
@@ -122,6 +126,7 @@ impl Progress {
                 len,
                 phase_started: Instant::now(),
                 finished: false,
+                printed: false,
             }),
             Condvar::new(),
         ));
@@ -140,7 +145,6 @@ impl Progress {
                 p.bar = Some(bar);
             }
             Mode::Plain => {
-                p.plain_line();
                 let shared = Arc::clone(&p.shared);
                 let every = interval();
                 p.ticker = std::thread::Builder::new()
@@ -158,7 +162,8 @@ impl Progress {
     }
 
     fn plain_line(&self) {
-        if let Ok(s) = self.shared.0.lock() {
+        if let Ok(mut s) = self.shared.0.lock() {
+            s.printed = true;
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "{}", s.start_line());
         }
@@ -239,14 +244,15 @@ fn unit_key(
 fn ticker(shared: &Shared, every: Duration) {
     let (lock, cv) = (&shared.0, &shared.1);
     let Ok(mut s) = lock.lock() else { return };
-    let mut next = Instant::now() + every;
+    let mut next = Instant::now() + every.min(Duration::from_secs(2));
     loop {
         if s.finished {
             return;
         }
         let now = Instant::now();
         if now >= next {
-            let line = s.line();
+            let line = if s.printed { s.line() } else { s.start_line() };
+            s.printed = true;
             drop(s);
             let _ = writeln!(std::io::stderr().lock(), "{line}");
             next = now + every;
