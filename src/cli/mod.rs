@@ -40,7 +40,8 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "whorl", version, about, propagate_version = true)]
 struct Cli {
-    /// Log filter (tracing-subscriber syntax), e.g. `info` or `whorl=debug`.
+    /// How much to log on stderr: error, warn, info or debug (or per
+    /// part, e.g. `warn,whorl=debug`).
     #[arg(long, global = true, env = "WHORL_LOG", default_value = "warn")]
     log: String,
     #[command(subcommand)]
