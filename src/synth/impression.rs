@@ -9,13 +9,14 @@
 //! spurious ones that follow the ridge flow, flips some kinds, and clips to
 //! the image window.
 //!
-//! A capture that yields fewer than [`MIN_MINUTIAE`] minutiae is retaken,
-//! as an enrolment station or a booking officer retakes a print the
-//! extractor finds almost nothing in: real extractors never report such
-//! templates from a usable capture (the fewest in FVC2002 DB1-DB4 is 13),
-//! and a template without minutiae cannot be searched at all. Without the
-//! retake, about one impression in 70 held fewer than 8 minutiae and one in
-//! 3,000 none (a very noisy capture missing nearly every minutia).
+//! A capture that yields no minutia at all is retaken, as an enrolment
+//! station retakes a print the extractor finds nothing in: a template
+//! without minutiae cannot be searched (the server refuses it). Without
+//! the retake, one impression in about 3,000 was empty (a very noisy
+//! capture missing nearly every minutia). Captures with a few minutiae
+//! are kept as they are: the population's tail is part of its calibration
+//! against FVC2002 scores (retaking below 12, FVC2002's fewest being 13,
+//! raised the demo's synthetic rank-1 from about 88% to 95%).
 
 use super::finger::{Finger, direction};
 use super::{SynthParams, gauss, rng_for};
@@ -63,7 +64,7 @@ impl Contact {
 }
 
 /// Fewest minutiae a capture may yield before it is retaken.
-pub const MIN_MINUTIAE: usize = 12;
+pub const MIN_MINUTIAE: usize = 1;
 
 /// Captures tried at most; the one with the most minutiae is kept.
 const MAX_CAPTURES: usize = 16;
@@ -206,9 +207,9 @@ mod tests {
     use crate::synth::{Subjects, Synth};
 
     /// The demo's and the benchmarks' population: before retakes, 13 of
-    /// these 40,000 impressions were empty and 622 held fewer than 8.
+    /// these 40,000 impressions were empty.
     #[test]
-    fn no_impression_is_empty_or_nearly_so() {
+    fn no_impression_is_empty() {
         let pop = Subjects::new(Synth::new(SynthParams::default(), 11), 1);
         let mut fewest = usize::MAX;
         for s in 0..20_000u64 {
