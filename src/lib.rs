@@ -15,6 +15,7 @@ compile_error!("whorl reads little-endian data in place and does not support big
 
 pub mod cancel;
 pub mod cluster;
+pub mod client;
 pub mod data;
 pub mod embed;
 pub mod eval;
@@ -31,4 +32,5 @@ pub mod search;
 pub mod server;
 pub mod shard;
 pub mod synth;
+pub mod table;
 pub mod template;

@@ -36,10 +36,10 @@ pub fn run(a: BenchRescoreArgs) -> Result<()> {
     let gallery: Vec<Prepared> = s.batch(0..a.gallery, 0..1).par_iter().map(|r| m.prepare(&r.template)).collect();
     let probes: Vec<Prepared> = s.batch(0..64, 1..2).par_iter().map(|r| m.prepare(&r.template)).collect();
     let avg = gallery.iter().map(|p| p.len()).sum::<usize>() as f64 / gallery.len().max(1) as f64;
-    println!(
+    outln!(
         "gallery: {} distinct synthetic templates (mean {avg:.1} cylinders); probes: other impressions",
         gallery.len()
-    );
+    )?;
     let want_cpu = a.backend != "gpu";
     let want_gpu = a.backend != "cpu";
     let gpu = if want_gpu {
@@ -53,30 +53,30 @@ pub fn run(a: BenchRescoreArgs) -> Result<()> {
                 }
                 let t = Instant::now();
                 let resident = g.make_resident(1, &words, &offsets)?;
-                println!(
+                outln!(
                     "GPU: {} (max binding {} MiB); gallery resident: {resident} ({:.1} MiB uploaded in {:.2} s)",
                     g.describe(),
                     g.max_binding() >> 20,
                     (words.len() * 8) as f64 / 1048576.0,
                     t.elapsed().as_secs_f64()
-                );
+                )?;
                 if g.context().is_software() {
-                    println!("(a software adapter: these GPU figures check correctness and plumbing, not speed)");
+                    outln!("(a software adapter: these GPU figures check correctness and plumbing, not speed)")?;
                 }
                 Some(g)
             }
             Err(e) => {
-                println!("GPU: not available ({e})");
+                outln!("GPU: not available ({e})")?;
                 None
             }
         }
     } else {
         None
     };
-    println!(
+    outln!(
         "\n| backend | probes per call | candidates per probe | matches | seconds | matches/s | upload s | compute s | readback s |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    )?;
+    outln!("|---|---|---|---|---|---|---|---|---|")?;
     let cpu = CpuRescorer::new(m.clone());
     for &c in &a.candidates {
         for &b in &a.batch {
@@ -103,10 +103,10 @@ pub fn run(a: BenchRescoreArgs) -> Result<()> {
                     let t = Instant::now();
                     pool.install(|| cpu.rescore(&queries))?;
                     let secs = t.elapsed().as_secs_f64();
-                    println!(
+                    outln!(
                         "| cpu, {threads} thread(s) | {b} | {c} | {matches} | {secs:.3} | {:.0} | | | |",
                         matches as f64 / secs
-                    );
+                    )?;
                 }
             }
             if let Some(g) = &gpu {
@@ -114,13 +114,13 @@ pub fn run(a: BenchRescoreArgs) -> Result<()> {
                 g.rescore(&queries)?;
                 let secs = t.elapsed().as_secs_f64();
                 let tm = g.last_timings();
-                println!(
+                outln!(
                     "| gpu | {b} | {c} | {matches} | {secs:.3} | {:.0} | {:.3} | {:.3} | {:.3} |",
                     matches as f64 / secs,
                     tm.upload.as_secs_f64(),
                     tm.compute.as_secs_f64(),
                     tm.readback.as_secs_f64()
-                );
+                )?;
             }
         }
     }

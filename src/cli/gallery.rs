@@ -1,5 +1,6 @@
 //! `whorl build | info | verify | compact`: operating gallery folders.
 
+use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ pub struct BuildArgs {
     #[arg(long, num_args = 1..)]
     input: Vec<PathBuf>,
     /// Build from this many synthetic templates instead (impression 0 of
-    /// each finger; subject `s` is `S{s:09}`, see `whorl::synth::Subjects`).
+    /// each finger; subjects are named S000000000, S000000001, ...).
     #[arg(long, conflicts_with = "input")]
     synth: Option<u64>,
     /// Fingers per synthetic subject (1-10, positions 1..F; 1 spreads
@@ -138,15 +139,20 @@ pub fn build(a: BuildArgs) -> Result<()> {
         None if a.input.is_empty() => bail!("give --input FILE|DIR... or --synth N"),
         None => (items(&a.input)?, 0),
     };
-    let bar = super::progress(total, "building");
+    let len = (total > 0).then_some(total);
+    let mut progress = Progress::new("writing", len, "templates");
     let t0 = Instant::now();
     let report = gallery::build(&a.out, &embedder, &matcher, &opts, items, |done, what| {
-        bar.set_position(done);
-        bar.set_message(what.to_string());
+        if what == "indexing" {
+            progress.set_phase("indexing (HNSW graphs)", None, "");
+        } else {
+            progress.set_phase("writing", len, "templates");
+            progress.set_position(done);
+        }
     })?;
-    bar.finish_and_clear();
+    progress.finish();
     let secs = t0.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "built {} with {} templates in {} shard(s), {:.1} MiB, in {secs:.1} s: shards {:.1} s ({:.0} templates/s), indexes {:.1} s; peak RSS {:.0} MiB",
         a.out.display(),
         report.templates,
@@ -156,39 +162,39 @@ pub fn build(a: BuildArgs) -> Result<()> {
         report.templates as f64 / report.write_seconds.max(1e-9),
         report.index_seconds,
         super::hnsw_bench::peak_rss_mib()
-    );
+    )?;
     Ok(())
 }
 
 pub fn info(a: GalleryArgs) -> Result<()> {
     let m = Manifest::load(&a.gallery)?;
-    println!(
+    outln!(
         "gallery {} (generation {}, embedding {}, log folded up to {})",
         a.gallery.display(),
         m.generation,
         m.embedding,
         m.applied_seq
-    );
-    println!("| shard | templates | subjects | MiB | status |");
-    println!("|---|---|---|---|---|");
+    )?;
+    outln!("| shard | templates | subjects | MiB | status |")?;
+    outln!("|---|---|---|---|---|")?;
     for s in &m.shards {
         let status = match Shard::open(&a.gallery.join(&s.file)) {
             Ok(sh) if sh.header().table_crc == s.table_crc => "ok (header)".to_string(),
             Ok(_) => "file differs from the manifest".to_string(),
             Err(e) => e.to_string(),
         };
-        println!("| {} | {} | {} | {:.1} | {status} |", s.name, s.templates, s.subjects, s.bytes as f64 / 1048576.0);
+        outln!("| {} | {} | {} | {:.1} | {status} |", s.name, s.templates, s.subjects, s.bytes as f64 / 1048576.0)?;
     }
     let log = a.gallery.join(gallery::wal::FILE);
     if let Ok(meta) = std::fs::metadata(&log) {
-        println!("write-ahead log: {} bytes", meta.len());
+        outln!("write-ahead log: {} bytes", meta.len())?;
     }
     if let Some(s) = m.shards.first().and_then(|s| Shard::open(&a.gallery.join(&s.file)).ok()) {
-        println!("\nbytes per template by section ({}):", s.path().display());
-        println!("| section | bytes | per template |");
-        println!("|---|---|---|");
+        outln!("\nbytes per template by section ({}):", s.path().display())?;
+        outln!("| section | bytes | per template |")?;
+        outln!("|---|---|---|")?;
         for (k, _, len, _) in s.sections() {
-            println!("| {} | {len} | {:.1} |", k.name(), len as f64 / s.len().max(1) as f64);
+            outln!("| {} | {len} | {:.1} |", k.name(), len as f64 / s.len().max(1) as f64)?;
         }
     }
     Ok(())
@@ -199,16 +205,18 @@ pub fn verify(a: GalleryArgs) -> Result<()> {
     let mut bad = 0;
     for s in &m.shards {
         let t = Instant::now();
+        let checking = Progress::spinner(&format!("checking {}", s.name));
         let r = Shard::open(&a.gallery.join(&s.file)).and_then(|sh| sh.verify().map(|_| sh));
+        drop(checking);
         match r {
             Ok(sh) if sh.header().table_crc != s.table_crc => {
                 bad += 1;
-                println!("{}: FAILED: file differs from the one the manifest lists", s.name);
+                outln!("{}: FAILED: file differs from the one the manifest lists", s.name)?;
             }
-            Ok(_) => println!("{}: ok ({} templates, {:.2} s)", s.name, s.templates, t.elapsed().as_secs_f64()),
+            Ok(_) => outln!("{}: ok ({} templates, {:.2} s)", s.name, s.templates, t.elapsed().as_secs_f64())?,
             Err(e) => {
                 bad += 1;
-                println!("{}: FAILED: {e}", s.name);
+                outln!("{}: FAILED: {e}", s.name)?;
             }
         }
     }
@@ -216,14 +224,17 @@ pub fn verify(a: GalleryArgs) -> Result<()> {
     // a record being written), so nothing is truncated here.
     let log = a.gallery.join(gallery::wal::FILE);
     if !log.exists() {
-        println!("write-ahead log: none yet");
-        return if bad > 0 { Err(anyhow::anyhow!("{bad} problem(s) in {}", a.gallery.display())) } else { Ok(()) };
+        outln!("write-ahead log: none yet")?;
+        if bad > 0 {
+            bail!("{bad} problem(s) in {}", a.gallery.display());
+        }
+        return Ok(());
     }
     let parsed = std::fs::read(&log)
         .map_err(|e| gallery::wal::WalError::Io { file: log.display().to_string(), what: e.to_string() })
         .and_then(|b| gallery::wal::parse(&log, &b));
     match parsed {
-        Ok(r) => println!(
+        Ok(r) => outln!(
             "write-ahead log: {} records ({} after the last compaction){}",
             r.records.len(),
             r.records.iter().filter(|x| x.seq > m.applied_seq).count(),
@@ -232,10 +243,10 @@ pub fn verify(a: GalleryArgs) -> Result<()> {
                     "; {n} bytes at offset {at} are a torn tail (an append in progress, or one never acknowledged)"
                 ))
                 .unwrap_or_default()
-        ),
+        )?,
         Err(e) => {
             bad += 1;
-            println!("write-ahead log: FAILED: {e}");
+            outln!("write-ahead log: FAILED: {e}")?;
         }
     }
     if bad > 0 {
@@ -245,10 +256,14 @@ pub fn verify(a: GalleryArgs) -> Result<()> {
 }
 
 pub fn compact(a: GalleryArgs) -> Result<()> {
+    let opening = Progress::spinner(&format!("opening {}", a.gallery.display()));
     let g = Gallery::open(&a.gallery, Embedder::default(), Matcher::default(), GalleryOptions::default())?;
+    drop(opening);
     let t = Instant::now();
+    let compacting = Progress::spinner("compacting");
     let r = g.compact()?;
-    println!(
+    drop(compacting);
+    outln!(
         "compacted {} in {:.1} s: {} shard(s) rewritten without {} deleted templates, {} new shard(s) with {} enrolled templates; log folded up to {}",
         a.gallery.display(),
         t.elapsed().as_secs_f64(),
@@ -257,7 +272,7 @@ pub fn compact(a: GalleryArgs) -> Result<()> {
         r.added.len(),
         r.folded_templates,
         r.applied_seq
-    );
+    )?;
     Ok(())
 }
 
@@ -267,15 +282,15 @@ pub fn compact(a: GalleryArgs) -> Result<()> {
 pub fn open_time(a: GalleryArgs) -> Result<()> {
     let m = Manifest::load(&a.gallery)?;
     let templates: u64 = m.shards.iter().map(|s| s.templates).sum();
-    println!(
+    outln!(
         "opening {} ({} shard(s), {templates} templates; page cache as it is)",
         a.gallery.display(),
         m.shards.len()
-    );
-    println!("| what | ms |\n|---|---|");
+    )?;
+    outln!("| what | ms |\n|---|---|")?;
     let t = Instant::now();
     let shards = m.shards.iter().map(|s| Shard::open(&a.gallery.join(&s.file))).collect::<Result<Vec<_>, _>>()?;
-    println!("| shard mapping alone (mmap, header, section table) | {:.2} |", t.elapsed().as_secs_f64() * 1e3);
+    outln!("| shard mapping alone (mmap, header, section table) | {:.2} |", t.elapsed().as_secs_f64() * 1e3)?;
     drop(shards);
     for (verify, what) in
         [(false, "gallery with HNSW graphs, no CRC pass"), (true, "gallery with HNSW graphs and a full CRC pass")]
@@ -287,7 +302,7 @@ pub fn open_time(a: GalleryArgs) -> Result<()> {
         if !g.problems().is_empty() {
             bail!("shards left out: {:?}", g.problems());
         }
-        println!("| {what} | {ms:.1} |");
+        outln!("| {what} | {ms:.1} |")?;
     }
     Ok(())
 }

@@ -46,22 +46,22 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, g: &[f32], probes: &[Vec<f32>]) -> 
         bail!("no queries");
     }
     let k = a.k;
-    println!(
+    outln!(
         "\nHNSW over {n} vectors of {dim} dims (hnsw_rs 0.3.5, M {}, ef_construction {}), {} queries, k {k}",
         a.m,
         a.ef_construction,
         queries.len()
-    );
+    )?;
     // Ground truth and the exact search's own speed.
     let (truth, secs) = timed(2, || queries.par_iter().map(|q| exact_search(g, dim, q, k, None)).collect::<Vec<_>>())?;
-    println!("exact search: {:.1} queries/s on 2 threads", queries.len() as f64 / secs);
+    outln!("exact search: {:.1} queries/s on 2 threads", queries.len() as f64 / secs)?;
     let rss0 = peak_rss_mib();
     let mut build_seconds = 0.0;
     let crc = vectors_crc(g);
     let params = IndexParams { max_connections: a.m, ef_construction: a.ef_construction };
     let graph = if a.reuse_index {
         let (g, _) = saved::load(&a.index_dir, "gallery", true, Some((&e.id(), crc)))?;
-        println!("reused the index in {}", a.index_dir.display());
+        outln!("reused the index in {}", a.index_dir.display())?;
         g
     } else {
         let bar = super::progress(n as u64, "indexing");
@@ -70,20 +70,20 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, g: &[f32], probes: &[Vec<f32>]) -> 
         let build_s = t0.elapsed().as_secs_f64();
         build_seconds = build_s;
         bar.finish_and_clear();
-        println!(
+        outln!(
             "build: {build_s:.1} s ({:.0} vectors/s on {} threads); peak RSS {:.0} MiB (vectors alone {:.0} MiB; {:.0} MiB before the build)",
             n as f64 / build_s,
             rayon::current_num_threads(),
             peak_rss_mib(),
             (g.len() * 4) as f64 / 1048576.0,
             rss0
-        );
+        )?;
         graph
     };
     // The candidate stage's own question: is the mate (query i's mate is
     // row i) in an HNSW list of a given length?
-    println!("| candidate list | mate found, exact | mate found, HNSW (ef = list) | HNSW queries/s, 2 threads |");
-    println!("|---|---|---|---|");
+    outln!("| candidate list | mate found, exact | mate found, HNSW (ef = list) | HNSW queries/s, 2 threads |")?;
+    outln!("|---|---|---|---|")?;
     for share in [0.001, 0.01] {
         let list = ((share * n as f64).round() as usize).max(1);
         if list > 10_000 {
@@ -101,16 +101,16 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, g: &[f32], probes: &[Vec<f32>]) -> 
             timed(2, || queries.par_iter().map(|q| graph.search(q, list, list)).collect::<Result<Vec<_>, _>>())?;
         let hits = found?.iter().enumerate().filter(|(i, f)| f.iter().any(|h| h.id as usize == *i)).count();
         let nq = queries.len() as f64;
-        println!(
+        outln!(
             "| {list} ({:.1}%) | {:.1}% | {:.1}% | {:.0} |",
             100.0 * share,
             100.0 * exact_hits as f64 / nq,
             100.0 * hits as f64 / nq,
             nq / secs
-        );
+        )?;
     }
-    println!("| ef | recall@{k} | queries/s, 1 thread | queries/s, 2 threads |");
-    println!("|---|---|---|---|");
+    outln!("| ef | recall@{k} | queries/s, 1 thread | queries/s, 2 threads |")?;
+    outln!("|---|---|---|---|")?;
     let mut curve = Vec::new();
     for &ef in &a.ef {
         let search = || queries.par_iter().map(|q| graph.search(q, k, ef)).collect::<Result<Vec<_>, _>>();
@@ -118,16 +118,19 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, g: &[f32], probes: &[Vec<f32>]) -> 
         let (_, s2) = timed(2, search)?;
         let r = recall(&r1?, &truth, k);
         let (q1, q2) = (queries.len() as f64 / s1, queries.len() as f64 / s2);
-        println!("| {ef} | {r:.4} | {q1:.0} | {q2:.0} |");
+        outln!("| {ef} | {r:.4} | {q1:.0} | {q2:.0} |")?;
         curve.push((ef, r, q1, q2));
     }
     for target in [0.90, 0.95, 0.99] {
         match curve.iter().find(|c| c.1 >= target) {
-            Some(c) => println!(
+            Some(c) => outln!(
                 "recall >= {target}: ef {} (recall {:.4}): {:.0} q/s on 1 thread, {:.0} on 2",
-                c.0, c.1, c.2, c.3
-            ),
-            None => println!("recall >= {target}: not reached with the ef values tried"),
+                c.0,
+                c.1,
+                c.2,
+                c.3
+            )?,
+            None => outln!("recall >= {target}: not reached with the ef values tried")?,
         }
     }
     // Persistence: save, reload with the vectors memory-mapped, same answers.
@@ -150,15 +153,15 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, g: &[f32], probes: &[Vec<f32>]) -> 
         let (x, y) = (graph.search(q, k, ef), reloaded.search(q, k, ef));
         matches!((x, y), (Ok(x), Ok(y)) if x.iter().map(|h| h.id).eq(y.iter().map(|h| h.id)))
     });
-    println!(
+    outln!(
         "save: {save_s:.1} s; reload (mmap of vectors): {load_s:.2} s; same top-{k} after reload on 200 queries: {same}"
-    );
+    )?;
     if let Some(out) = &a.export {
         export(out, g, dim, &queries, &truth, k)?;
         let curve: Vec<(usize, f64, f64, f64)> = curve.clone();
         let json = serde_json::json!({ "k": k, "build_seconds": build_seconds, "curve": curve });
         std::fs::write(out.join("whorl-curve.json"), serde_json::to_vec_pretty(&json)?)?;
-        println!("exported gallery, queries and exact top-{k} to {}", out.display());
+        outln!("exported gallery, queries and exact top-{k} to {}", out.display())?;
     }
     Ok(())
 }

@@ -1,27 +1,48 @@
 //! Command-line front end: parses arguments with clap and hands each
 //! subcommand to its module. `anyhow` is used here and nowhere in the library.
+//!
+//! Output rules: results go to stdout through [`out!`]/[`outln!`], which
+//! return the write error instead of panicking, so a closed pipe (`whorl
+//! info G | head -1`) ends the command quietly with status 0; progress and
+//! logs go to stderr, with terminal codes only when stderr is a terminal.
+
+/// `print!` that returns the write error (a closed pipe) instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_out(format_args!($($t)*), false) };
+}
+
+/// `println!` that returns the write error (a closed pipe) instead of panicking.
+macro_rules! outln {
+    () => { $crate::cli::write_out(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::cli::write_out(format_args!($($t)*), true) };
+}
 
 mod bench_rescore;
 mod calibrate;
 mod candidates;
 mod cluster;
+mod client;
 mod demo;
 mod embed;
 mod eval;
 mod gallery;
 mod hnsw_bench;
+mod progress;
 mod serve;
+mod status;
 mod synth;
 mod template;
 
 use clap::{Parser, Subcommand};
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 /// whorl: fingerprint 1:N identification.
 #[derive(Parser)]
 #[command(name = "whorl", version, about, propagate_version = true)]
 struct Cli {
-    /// Log filter (tracing-subscriber syntax), e.g. `info` or `whorl=debug`.
+    /// How much to log on stderr: error, warn, info or debug (or per
+    /// part, e.g. `warn,whorl=debug`).
     #[arg(long, global = true, env = "WHORL_LOG", default_value = "warn")]
     log: String,
     #[command(subcommand)]
@@ -74,28 +95,35 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Serve a gallery over gRPC.
     Serve(serve::ServeArgs),
+    /// A server at a glance: health, gallery, shards, backend, load, latency, errors.
+    Status(status::StatusArgs),
     /// Search a server for the person whose fingers these templates are.
-    Identify(serve::IdentifyArgs),
+    Identify(client::IdentifyArgs),
     /// Compare templates with one enrolled subject on a server (1:1).
-    VerifySubject(serve::VerifyArgs),
+    VerifySubject(client::VerifyArgs),
     /// Enrol a subject on a server.
-    Enroll(serve::EnrollArgs),
+    Enroll(client::EnrollArgs),
     /// Delete a subject on a server.
-    Delete(serve::DeleteArgs),
+    Delete(client::DeleteArgs),
     /// List, load and unload a server's shards; its statistics.
-    Shards(serve::ShardsArgs),
+    Shards(client::ShardsArgs),
     /// Write synthetic probe files (and their mates) for `bench --probes`.
-    Probes(serve::ProbesArgs),
+    Probes(client::ProbesArgs),
     /// Load a server: QPS, latency percentiles, errors, rank-1, FNIR.
-    Bench(serve::BenchArgs),
+    Bench(client::BenchArgs),
 }
 
 /// Runs the command line; errors are printed with their causes.
 pub fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .init();
     let result = match cli.command {
         Command::Template(cmd) => template::run(cmd),
         Command::Synth(args) => synth::run(args),
@@ -117,13 +145,14 @@ pub fn main() -> ExitCode {
         Command::Route(args) => serve::route(args),
         Command::Capacity(args) => cluster::capacity(args),
         Command::Serve(args) => serve::serve(args),
-        Command::Identify(args) => serve::identify(args),
-        Command::VerifySubject(args) => serve::verify(args),
-        Command::Enroll(args) => serve::enroll(args),
-        Command::Delete(args) => serve::delete(args),
-        Command::Shards(args) => serve::shards(args),
-        Command::Probes(args) => serve::probes(args),
-        Command::Bench(args) => serve::bench(args),
+        Command::Status(args) => status::run(args),
+        Command::Identify(args) => client::identify(args),
+        Command::VerifySubject(args) => client::verify(args),
+        Command::Enroll(args) => client::enroll(args),
+        Command::Delete(args) => client::delete(args),
+        Command::Shards(args) => client::shards(args),
+        Command::Probes(args) => client::probes(args),
+        Command::Bench(args) => client::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -140,13 +169,47 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-/// A progress bar in whorl's style, hidden when stderr is not a terminal.
+/// Writes to stdout; the error (a closed pipe) is returned, not a panic.
+pub fn write_out(args: std::fmt::Arguments<'_>, newline: bool) -> std::io::Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_fmt(args)?;
+    if newline {
+        o.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// A backstop for commands that still print with `println!`: its panic on
+/// a closed stdout ("failed printing to stdout: Broken pipe") ends the
+/// process quietly with status 0 instead of a panic message and status 101,
+/// as a closed pipe is the reader's choice, not a failure.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// A progress bar in whorl's style, hidden when stderr is not a terminal
+/// (commands that want plain progress lines there use [`progress::Progress`]).
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
     let style = indicatif::ProgressStyle::with_template(
-        "{msg:>12} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({per_sec}, eta {eta})",
+        "{msg:>12} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({rate}, eta {eta})",
     )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = w.write_str(&whorl::table::rate(s.per_sec()));
+    });
     bar.set_style(style);
     bar.set_message(what.to_string());
     bar

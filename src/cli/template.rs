@@ -20,7 +20,7 @@ pub struct InspectArgs {
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Read as this format instead of detecting it.
-    #[arg(long)]
+    #[arg(long, value_parser = format_values(&Format::ALL))]
     format: Option<Format>,
     /// Print only one summary line per file.
     #[arg(long)]
@@ -33,12 +33,32 @@ pub struct ConvertArgs {
     input: PathBuf,
     /// Output file.
     output: PathBuf,
-    /// Target format: iso2005 or json.
-    #[arg(long)]
+    /// Target format.
+    #[arg(long, value_parser = format_values(&[Format::Iso2005, Format::Json]))]
     to: Format,
     /// Read the input as this format instead of detecting it.
-    #[arg(long)]
+    #[arg(long, value_parser = format_values(&Format::ALL))]
     from: Option<Format>,
+}
+
+/// A parser that lists `formats` in `--help` (with the other names each
+/// is known by as aliases).
+fn format_values(formats: &[Format]) -> impl clap::builder::TypedValueParser<Value = Format> {
+    use clap::builder::{PossibleValue, TypedValueParser};
+    let values: Vec<PossibleValue> = formats
+        .iter()
+        .map(|f| {
+            let v = PossibleValue::new(f.short_name());
+            match f {
+                Format::Iso2005 => v.alias("iso"),
+                Format::Ansi378_2004 => v.alias("ansi"),
+                Format::Ansi378_2009 => v.alias("ansi2007"),
+                Format::AnsiNist => v.aliases(["nist", "type9"]),
+                _ => v,
+            }
+        })
+        .collect();
+    clap::builder::PossibleValuesParser::new(values).try_map(|s: String| s.parse::<Format>())
 }
 
 pub fn run(cmd: TemplateCmd) -> Result<()> {
@@ -128,7 +148,7 @@ fn convert(a: ConvertArgs) -> Result<()> {
     let parsed = template::parse_with(&bytes, &opts).with_context(|| format!("parsing {}", a.input.display()))?;
     let out = template::write(&parsed.templates, a.to)?;
     std::fs::write(&a.output, &out).with_context(|| format!("writing {}", a.output.display()))?;
-    println!(
+    outln!(
         "{} ({}) -> {} ({}, {} bytes, {} view(s))",
         a.input.display(),
         parsed.format,
@@ -136,6 +156,6 @@ fn convert(a: ConvertArgs) -> Result<()> {
         a.to,
         out.len(),
         parsed.templates.len()
-    );
+    )?;
     Ok(())
 }

@@ -87,6 +87,7 @@ impl Services {
             identifications: self.st.identifications.load(Ordering::Relaxed),
             shed: self.st.metrics.shed_total(),
             compactions: self.st.metrics.compactions_total(),
+            metrics_address: self.st.metrics_addr.get().map(|a| a.to_string()).unwrap_or_default(),
             ..Default::default()
         };
         for e in entries {

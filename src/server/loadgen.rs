@@ -75,6 +75,8 @@ pub struct LoadOptions {
     pub warmup: usize,
     /// Candidates asked for.
     pub max_candidates: u32,
+    /// Counts replies as they come (after the warm-up), for a progress display.
+    pub progress: Option<Arc<AtomicUsize>>,
 }
 
 /// One reply.
@@ -94,6 +96,8 @@ pub struct Sample {
     pub top: Option<f64>,
     /// Server-side total time.
     pub server: Duration,
+    /// The status message of an error reply (empty when OK).
+    pub message: String,
 }
 
 /// What a run measured.
@@ -139,6 +143,9 @@ pub async fn run(client: Identification, probes: Arc<Vec<BenchProbe>>, o: &LoadO
                     && x.is_empty()
                 {
                     *x = b;
+                }
+                if let Some(p) = &o.progress {
+                    p.fetch_add(1, Ordering::Relaxed);
                 }
                 out.push(s);
             }
@@ -188,6 +195,7 @@ async fn one(mut client: Identification, probes: &[BenchProbe], i: usize, o: &Lo
                 hit: r.decision == pb::Decision::Hit as i32,
                 top: r.candidates.first().map(|c| c.fused_score),
                 server,
+                message: String::new(),
             };
             (s, Some(r.backend))
         }
@@ -200,6 +208,7 @@ async fn one(mut client: Identification, probes: &[BenchProbe], i: usize, o: &Lo
                 hit: false,
                 top: None,
                 server: Duration::ZERO,
+                message: e.message().to_string(),
             },
             None,
         ),

@@ -291,6 +291,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         identifications: AtomicU64::new(0),
         writes: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_writes_in_flight)),
         notifier: notifier.clone(),
+        metrics_addr: OnceLock::new(),
         cfg,
     });
     let services = Services::new(Arc::clone(&st));
@@ -428,6 +429,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
             })
             .await
             .map_err(|e| ServeError::Io(format!("metrics listener {a}: {e}")))?;
+            let _ = st.metrics_addr.set(bound);
             (Some(bound), Some(tx))
         }
         None => (None, None),
@@ -472,6 +474,63 @@ impl Running {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The one line `whorl serve` prints once the gallery is open: address,
+    /// gallery size, backend, TLS and authentication mode, metrics.
+    /// `None` until then.
+    pub fn ready_line(&self) -> Option<String> {
+        use crate::table::count;
+        if !self.ready() {
+            return None;
+        }
+        let cfg = &self.state.cfg;
+        let tls = match &cfg.tls {
+            None => "TLS off",
+            Some(t) if t.client_ca.is_some() => "TLS with client certificates",
+            Some(_) => "TLS",
+        };
+        let tokens = &cfg.auth.tokens;
+        let auth = if tokens.is_empty() {
+            "auth off (no tokens: any caller may search and administer)".to_string()
+        } else {
+            let admin = tokens.iter().filter(|t| t.role == config::Role::Admin).count();
+            let notify = tokens.iter().filter(|t| t.role == config::Role::Notify).count();
+            format!("auth by bearer token ({} search, {admin} admin, {notify} notify)", tokens.len() - admin - notify)
+        };
+        let mut galleries = Vec::new();
+        let mut backend = String::new();
+        for e in self.state.catalog.all() {
+            match e.serving() {
+                Some(s) => {
+                    let views = s.views();
+                    let shards: usize = views.iter().map(|v| v.snap.shards.len()).sum();
+                    let left_out: usize = s.parts().iter().map(|p| p.gallery.problems().len()).sum();
+                    backend = s.backend();
+                    galleries.push(format!(
+                        "{}{}{}: {} subjects, {} templates in {shards} shard{}{}",
+                        e.name,
+                        if e.default { " (default)" } else { "" },
+                        if e.notify { " (notifies)" } else { "" },
+                        count(views.iter().map(|v| v.subjects).sum::<u64>()),
+                        count(views.iter().map(|v| v.snap.templates() as u64).sum::<u64>()),
+                        if shards == 1 { "" } else { "s" },
+                        if left_out > 0 {
+                            format!(" ({left_out} left out as damaged: see `whorl shards`)")
+                        } else {
+                            String::new()
+                        },
+                    ));
+                }
+                None => galleries.push(format!("{}: {}", e.name, e.status().1)),
+            }
+        }
+        Some(format!(
+            "ready on {}: {}; backend {backend}; {tls}; {auth}{}",
+            self.addr,
+            galleries.join("; "),
+            self.metrics_addr.map(|m| format!("; metrics http://{m}/metrics")).unwrap_or_default()
+        ))
     }
 
     /// Graceful shutdown: NOT_SERVING, stop accepting, let admitted

@@ -69,6 +69,8 @@ pub struct State {
     pub writes: Arc<tokio::sync::Semaphore>,
     /// Hit notifications (set when a gallery notifies).
     pub notifier: Option<Arc<Notifier>>,
+    /// Where `/metrics` is served, once bound (Stats reports it).
+    pub metrics_addr: OnceLock<std::net::SocketAddr>,
 }
 
 /// What every gallery's searcher shares.
