@@ -55,7 +55,20 @@ impl GalleryLock {
         let io = |e: std::io::Error| GalleryError::Io(format!("{}: {e}", path.display()));
         let mut file =
             std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
-        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        // A lock just released can stay held for a moment by a child process
+        // forked meanwhile (its copy of the descriptor lives until its exec
+        // closes it): try for a little while before naming a holder.
+        let mut tries = 0;
+        let locked = loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => break r,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
                 let mut holder = String::new();

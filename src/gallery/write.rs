@@ -201,11 +201,14 @@ impl Gallery {
             )));
         }
         let _id = self.reserve(subject)?;
-        if mode == WriteMode::Create && exists(&self.snapshot(), subject) {
+        let present = exists(&self.snapshot(), subject);
+        if mode == WriteMode::Create && present {
             return Err(GalleryError::AlreadyExists(format!(
                 "subject '{subject}' is enrolled; delete it first or ask for replacement"
             )));
         }
+        // Replacing an absent subject is a plain enrolment (no tombstone).
+        let replace = mode == WriteMode::Replace && present;
         // Cylinders and vectors first, so nothing logged can fail to apply.
         let arc: Arc<str> = subject.into();
         let larc = Arc::new(labels.clone());
@@ -225,7 +228,6 @@ impl Gallery {
         }
         let _m = self.maintenance_read(cancel)?;
         cancel.check().map_err(GalleryError::Stopped)?;
-        let replace = mode == WriteMode::Replace;
         let (rec, payload) =
             self.wal.append_encoded(Op::Enroll { subject: subject.to_string(), labels, templates, replace })?;
         self.publish(|s| {

@@ -30,7 +30,7 @@
 //! path = "/srv/whorl/gallery"
 //! verify_on_open = true                 # CRC every section before serving a shard
 //! sync = "per-record"                   # or "group": enrolment durability
-//! compact_log_bytes = 67108864          # compact when the write-ahead log passes this (0: never)
+//! compact_log_bytes = 16777216          # compact when the write-ahead log passes this (0: never)
 //! compact_log_records = 100000          # ... or holds this many records (0: never)
 //!
 //! [search]                              # see whorl::search::SearchConfig
@@ -179,7 +179,7 @@ impl Default for GallerySection {
             verify_on_open: true,
             sync: SyncChoice::PerRecord,
             build_missing_indexes: true,
-            compact_log_bytes: 64 << 20,
+            compact_log_bytes: 16 << 20,
             compact_log_records: 100_000,
         }
     }
