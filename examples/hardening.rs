@@ -121,8 +121,13 @@ fn config(dir: &Path) -> Config {
     c.server.listen = "127.0.0.1:0".parse().unwrap();
     c.server.workers = 2;
     c.backend.choice = BackendChoice::Cpu;
-    c.auth.tokens =
-        vec![TokenEntry { name: "bench".into(), role: Role::Admin, token: Some(TOKEN.into()), token_sha256: None }];
+    c.auth.tokens = vec![TokenEntry {
+        name: "bench".into(),
+        role: Role::Admin,
+        token: Some(TOKEN.into()),
+        token_sha256: None,
+        galleries: vec![],
+    }];
     c
 }
 
@@ -256,6 +261,7 @@ async fn latency_under_attack(a: &Args, dir: &Path) {
             timeout: Duration::from_secs(10),
             warmup: 4,
             max_candidates: 10,
+            progress: None,
         };
         let r = loadgen::run(c.identification.clone(), Arc::clone(&normal), &o).await;
         stop.store(true, Ordering::Relaxed);

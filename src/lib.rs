@@ -14,8 +14,8 @@
 compile_error!("whorl reads little-endian data in place and does not support big-endian targets");
 
 pub mod cancel;
-pub mod cluster;
 pub mod client;
+pub mod cluster;
 pub mod data;
 pub mod embed;
 pub mod eval;

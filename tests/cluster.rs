@@ -63,7 +63,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(log: &Path, args: &[&str]) -> Proc {
-        let f = std::fs::File::create(log).unwrap();
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_whorl"))
             .args(args)
             .env("WHORL_LOG", "info,whorl::cluster=debug")
@@ -90,15 +90,12 @@ impl Proc {
         }
     }
 
+    /// Kills and starts the same command again, its log appended to.
     fn restart(&mut self) {
         self.kill();
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let log = self.log.with_extension(format!(
-            "{}.log",
-            std::process::id() % 1000 + Instant::now().elapsed().as_nanos() as u32 % 7
-        ));
-        let again = Proc::spawn(&log, &args);
-        *self = Proc { log: self.log.clone(), ..again };
+        let mut again = Proc::spawn(&self.log, &args);
+        self.child = again.child.take();
     }
 
     fn log_text(&self) -> String {
@@ -383,7 +380,7 @@ async fn a_killed_node_loses_nothing_and_both_replicas_down_is_partial_or_unavai
             let mut s = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let probe = pop.templates(s % SUBJECTS, 1);
-                match c.identification.identify(identify_req(&probe[..2], false)).await {
+                match c.identification.identify(identify_req(&probe[..2], false)).await.map(|r| r.into_inner()) {
                     Ok(r)
                         if !r.partial
                             && r.candidates.first().is_some_and(|x| x.subject_id == Subjects::id(s % SUBJECTS)) => {}

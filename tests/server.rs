@@ -56,8 +56,20 @@ fn config(dir: &std::path::Path) -> Config {
     c.server.workers = 2;
     c.backend.choice = BackendChoice::Cpu;
     c.auth.tokens = vec![
-        TokenEntry { name: "station".into(), role: Role::Search, token: Some(SEARCH_TOKEN.into()), token_sha256: None, galleries: vec![] },
-        TokenEntry { name: "ops".into(), role: Role::Admin, token: Some(ADMIN_TOKEN.into()), token_sha256: None, galleries: vec![] },
+        TokenEntry {
+            name: "station".into(),
+            role: Role::Search,
+            token: Some(SEARCH_TOKEN.into()),
+            token_sha256: None,
+            galleries: vec![],
+        },
+        TokenEntry {
+            name: "ops".into(),
+            role: Role::Admin,
+            token: Some(ADMIN_TOKEN.into()),
+            token_sha256: None,
+            galleries: vec![],
+        },
     ];
     c
 }

@@ -20,8 +20,8 @@ macro_rules! outln {
 mod bench_rescore;
 mod calibrate;
 mod candidates;
-mod cluster;
 mod client;
+mod cluster;
 mod demo;
 mod embed;
 mod eval;

@@ -84,7 +84,12 @@ pub fn identify_summary(name: &str, r: &pb::IdentifyResponse) -> String {
 /// One gallery's line of a multi-gallery reply.
 pub fn section_summary(g: &pb::GalleryResult) -> String {
     if let Some(e) = &g.error {
-        return format!("{}: ERROR {} {}", g.gallery, crate::server::audit::code_name(tonic::Code::from(e.code)), e.message);
+        return format!(
+            "{}: ERROR {} {}",
+            g.gallery,
+            crate::server::audit::code_name(tonic::Code::from(e.code)),
+            e.message
+        );
     }
     let op = g.operating_point.clone().unwrap_or_default();
     let decision = if g.decision == pb::Decision::Hit as i32 { "HIT" } else { "no hit" };
@@ -94,7 +99,11 @@ pub fn section_summary(g: &pb::GalleryResult) -> String {
         g.gallery,
         op.threshold,
         count(op.gallery_subjects),
-        if g.partial { format!("; PARTIAL: {:.1}% of subjects searched", 100.0 * g.searched_fraction) } else { String::new() },
+        if g.partial {
+            format!("; PARTIAL: {:.1}% of subjects searched", 100.0 * g.searched_fraction)
+        } else {
+            String::new()
+        },
         top.unwrap_or_default(),
         if g.notifications.is_empty() { String::new() } else { format!("; notified {}", g.notifications.join(", ")) }
     )
@@ -171,8 +180,11 @@ pub fn parse_labels(labels: &[String]) -> Result<HashMap<String, String>, Client
 
 /// Templates a subject holds on the server; `None` when it is not enrolled.
 pub async fn subject_templates(c: &mut Clients, gallery: &str, subject: &str) -> Result<Option<usize>, ClientError> {
-    let req =
-        pb::GetSubjectRequest { subject_id: subject.to_string(), include_templates: false, gallery: gallery.to_string() };
+    let req = pb::GetSubjectRequest {
+        subject_id: subject.to_string(),
+        include_templates: false,
+        gallery: gallery.to_string(),
+    };
     match c.gallery.get_subject(req).await {
         Ok(r) => Ok(Some(r.into_inner().fingers.len())),
         Err(e) if e.code() == tonic::Code::NotFound => Ok(None),
@@ -253,19 +265,10 @@ pub async fn enroll(
             if n == 1 { "" } else { "s" }
         )));
     }
-    let req = pb::EnrollRequest {
-        subject_id: subject.to_string(),
-        templates,
-        labels,
-        replace,
-        gallery: gallery.to_string(),
-    };
-    let r = c
-        .gallery
-        .enroll(req)
-        .await
-        .map_err(|e| ClientError::status(format!("enrolling {subject}"), &e))?
-        .into_inner();
+    let req =
+        pb::EnrollRequest { subject_id: subject.to_string(), templates, labels, replace, gallery: gallery.to_string() };
+    let r =
+        c.gallery.enroll(req).await.map_err(|e| ClientError::status(format!("enrolling {subject}"), &e))?.into_inner();
     let after = if before.is_some() { subject_templates(c, gallery, subject).await.unwrap_or(None) } else { None };
     Ok(Enrolled { subject: subject.to_string(), templates: r.templates, sequence: r.sequence, before, after })
 }

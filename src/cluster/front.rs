@@ -60,7 +60,13 @@ const MODEL: &str = "impostor-mcc-v1";
 
 impl Front {
     /// The shared state of a router's services.
-    pub fn new(router: Arc<Router>, cfg: Config, audit: Audit, metrics: Arc<Metrics>, notifier: Option<Arc<Notifier>>) -> Result<Arc<Front>, String> {
+    pub fn new(
+        router: Arc<Router>,
+        cfg: Config,
+        audit: Audit,
+        metrics: Arc<Metrics>,
+        notifier: Option<Arc<Notifier>>,
+    ) -> Result<Arc<Front>, String> {
         Ok(Arc::new(Front {
             router,
             auth: Arc::new(Auth::new(&cfg.auth.tokens).map_err(|e| e.to_string())?),
@@ -116,7 +122,11 @@ impl FrontServices {
         Ok(n)
     }
 
-    fn admit(&self, method: &str, sem: &Arc<tokio::sync::Semaphore>) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    fn admit(
+        &self,
+        method: &str,
+        sem: &Arc<tokio::sync::Semaphore>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
         Arc::clone(sem).try_acquire_owned().map_err(|_| {
             self.f.metrics.shed(method);
             Status::resource_exhausted("router saturated: retry with backoff")
@@ -124,7 +134,12 @@ impl FrontServices {
     }
 
     /// One Identify over the galleries it names, fanned out to the cluster.
-    async fn search(&self, r: pb::IdentifyRequest, c: &Caller, cancel: Cancel) -> (Result<pb::IdentifyResponse, Status>, Option<String>) {
+    async fn search(
+        &self,
+        r: pb::IdentifyRequest,
+        c: &Caller,
+        cancel: Cancel,
+    ) -> (Result<pb::IdentifyResponse, Status>, Option<String>) {
         let limits = &self.f.cfg.limits;
         let names: Vec<String> = if r.galleries.is_empty() {
             let v: Vec<String> =
@@ -145,7 +160,13 @@ impl FrontServices {
             v
         };
         if r.max_candidates > limits.max_candidates {
-            return (Err(Status::invalid_argument(format!("max_candidates {} is over the limit of {}", r.max_candidates, limits.max_candidates))), None);
+            return (
+                Err(Status::invalid_argument(format!(
+                    "max_candidates {} is over the limit of {}",
+                    r.max_candidates, limits.max_candidates
+                ))),
+                None,
+            );
         }
         if let Err(e) = convert::check_labels(&r.label_filter, limits, "label_filter")
             .and_then(|_| convert::check_records(r.probe.as_ref().map_or(&[][..], |p| &p.templates), MAX_PROBE_VIEWS))
@@ -166,7 +187,8 @@ impl FrontServices {
         if let Err(e) = Searcher::check_fingers(&parsed.fingers) {
             return (Err(convert::search_status(e)), sha);
         }
-        let decision = convert::identify_decision(r.decision).unwrap_or(crate::search::Decision::Fpir(self.f.cfg.search.default_fpir));
+        let decision = convert::identify_decision(r.decision)
+            .unwrap_or(crate::search::Decision::Fpir(self.f.cfg.search.default_fpir));
         if let Err(e) = Searcher::check_decision(decision) {
             return (Err(convert::search_status(e)), sha);
         }
@@ -208,7 +230,14 @@ impl FrontServices {
                         comparisons: outcome.comparisons,
                     };
                     remap_views(&mut reply, &parsed.views);
-                    let resp = convert::identify_response(reply, String::new(), MODEL, Duration::ZERO, parsed.took, t0.elapsed());
+                    let resp = convert::identify_response(
+                        reply,
+                        String::new(),
+                        MODEL,
+                        Duration::ZERO,
+                        parsed.took,
+                        t0.elapsed(),
+                    );
                     secs.push(sections::section(name, &resp, searched_fraction, !missing.is_empty()));
                 }
                 Err(e) => {
@@ -217,7 +246,8 @@ impl FrontServices {
                 }
             }
         }
-        if let Some(bad) = secs.iter().filter_map(|s| s.error.as_ref()).find(|e| e.code == Code::InvalidArgument as i32) {
+        if let Some(bad) = secs.iter().filter_map(|s| s.error.as_ref()).find(|e| e.code == Code::InvalidArgument as i32)
+        {
             return (Err(Status::invalid_argument(bad.message.clone())), sha);
         }
         if let Some(n) = &self.f.notifier {
@@ -331,7 +361,8 @@ impl FrontServices {
         let _permit = self.admit("Verify", &self.f.admission)?;
         let parsed = convert::parse_templates(&probe.templates, MAX_PROBE_VIEWS, &self.f.cfg.limits)?;
         Searcher::check_fingers(&parsed.fingers).map_err(convert::search_status)?;
-        let decision = convert::verify_decision(r.decision).unwrap_or(crate::search::Decision::Fpir(self.f.cfg.search.default_fpir));
+        let decision = convert::verify_decision(r.decision)
+            .unwrap_or(crate::search::Decision::Fpir(self.f.cfg.search.default_fpir));
         Searcher::check_decision(decision).map_err(convert::search_status)?;
         let q = RoutedQuery {
             gallery: &gallery,
@@ -419,7 +450,12 @@ impl FrontServices {
         tokio::task::spawn_blocking(move || audit.record_durable(e))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|m| Status::internal(format!("written at sequence {}, but its audit line failed ({m}); the write stands", w.sequence)))?;
+            .map_err(|m| {
+                Status::internal(format!(
+                    "written at sequence {}, but its audit line failed ({m}); the write stands",
+                    w.sequence
+                ))
+            })?;
         Ok(w)
     }
 }
@@ -545,7 +581,10 @@ impl pb::gallery_server::Gallery for FrontServices {
         res.map(Response::new)
     }
 
-    async fn list_shards(&self, req: Request<pb::ListShardsRequest>) -> Result<Response<pb::ListShardsResponse>, Status> {
+    async fn list_shards(
+        &self,
+        req: Request<pb::ListShardsRequest>,
+    ) -> Result<Response<pb::ListShardsResponse>, Status> {
         let t0 = Instant::now();
         let (res, who) = match self.who(&req, Role::Search) {
             Err((s, who)) => (Err(s), who),
@@ -613,23 +652,28 @@ impl pb::gallery_server::Gallery for FrontServices {
         let t0 = Instant::now();
         let (res, who) = match self.who(&req, Role::Admin) {
             Err((s, who)) => (Err(s), who),
-            Ok(c) if c.galleries.is_some() => {
-                (Err(Status::permission_denied("adding galleries needs an admin token limited to no gallery")), c.describe())
-            }
+            Ok(c) if c.galleries.is_some() => (
+                Err(Status::permission_denied("adding galleries needs an admin token limited to no gallery")),
+                c.describe(),
+            ),
             Ok(c) => {
                 let r = req.into_inner();
                 let res = match self.f.router.source().store() {
-                    None => Err(Status::failed_precondition("a static cluster map lists its galleries: edit the map file")),
-                    Some(store) => admin::add_gallery(store, &r.name, GallerySpec { default: r.default, notify: r.notify })
-                        .await
-                        .map_err(|e| Status::invalid_argument(e.to_string()))
-                        .map(|()| pb::GalleryInfo {
-                            name: r.name.clone(),
-                            status: "loading".into(),
-                            default: r.default,
-                            notify: r.notify,
-                            ..Default::default()
-                        }),
+                    None => {
+                        Err(Status::failed_precondition("a static cluster map lists its galleries: edit the map file"))
+                    }
+                    Some(store) => {
+                        admin::add_gallery(store, &r.name, GallerySpec { default: r.default, notify: r.notify })
+                            .await
+                            .map_err(|e| Status::invalid_argument(e.to_string()))
+                            .map(|()| pb::GalleryInfo {
+                                name: r.name.clone(),
+                                status: "loading".into(),
+                                default: r.default,
+                                notify: r.notify,
+                                ..Default::default()
+                            })
+                    }
                 };
                 (res, c.describe())
             }
@@ -646,7 +690,9 @@ impl pb::gallery_server::Gallery for FrontServices {
         let (res, who): (Result<pb::GalleryInfo, Status>, String) = match self.who(&req, Role::Admin) {
             Err((s, who)) => (Err(s), who),
             Ok(c) => (
-                Err(Status::unimplemented("unloading a gallery from a cluster is not supported: remove it from the cluster's settings")),
+                Err(Status::unimplemented(
+                    "unloading a gallery from a cluster is not supported: remove it from the cluster's settings",
+                )),
                 c.describe(),
             ),
         };

@@ -82,7 +82,11 @@ pub async fn start(cfg: Config) -> Result<RunningRouter, ServeError> {
         (None, None) => None,
     };
     let notifier = store.map(|store| {
-        Arc::new(Notifier { store, priority_label: cfg.notifications.priority_label.clone(), model: "impostor-mcc-v1".into() })
+        Arc::new(Notifier {
+            store,
+            priority_label: cfg.notifications.priority_label.clone(),
+            model: "impostor-mcc-v1".into(),
+        })
     });
     let conn_limits = conn::ConnLimits {
         max_connections: cfg.limits.max_connections,
@@ -138,7 +142,9 @@ pub async fn start(cfg: Config) -> Result<RunningRouter, ServeError> {
                 .max_encoding_message_size(max_msg),
         )
         .add_service(
-            pb::gallery_server::GalleryServer::new(svc).max_decoding_message_size(max_msg).max_encoding_message_size(max_msg),
+            pb::gallery_server::GalleryServer::new(svc)
+                .max_decoding_message_size(max_msg)
+                .max_encoding_message_size(max_msg),
         )
         .add_optional_service(notify_svc);
     let incoming = conn::incoming(listener, conn_limits, Arc::clone(&metrics));

@@ -224,9 +224,10 @@ impl EventStore for FileStore {
         let notified = self.arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let have = self.lock().ok().is_some_and(|i| {
-            cursors.iter().any(|(g, after)| i.logs.get(g).is_some_and(|l| l.next > after + 1))
-        });
+        let have = self
+            .lock()
+            .ok()
+            .is_some_and(|i| cursors.iter().any(|(g, after)| i.logs.get(g).is_some_and(|l| l.next > after + 1)));
         if !have {
             let _ = tokio::time::timeout(timeout, notified).await;
         }

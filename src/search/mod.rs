@@ -550,8 +550,15 @@ impl Searcher {
             .collect();
         let views = [view.clone()];
         let phases = local::LocalPhases { searcher: self, views: &views, probe: &prepped, labels: &[], cancel };
-        let plan =
-            plan::Plan { model: &self.model, k: 0, ef: 0, decision, want: 1, round2_subjects: 0, cancel: cancel.clone() };
+        let plan = plan::Plan {
+            model: &self.model,
+            k: 0,
+            ef: 0,
+            decision,
+            want: 1,
+            round2_subjects: 0,
+            cancel: cancel.clone(),
+        };
         let out = futures::executor::block_on(plan::score_subject(&phases, &plan, pairs))?;
         timings.rescore = t2.elapsed();
         let Some(m) = out.candidates.into_iter().next() else { return Err(not_found()) };

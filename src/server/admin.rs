@@ -232,9 +232,10 @@ impl pb::gallery_server::Gallery for Services {
         let t0 = Instant::now();
         let (res, who) = match self.who(&req, Role::Admin) {
             Err((s, who)) => (Err(s), who),
-            Ok(c) if c.galleries.is_some() => {
-                (Err(Status::permission_denied("adding galleries needs an admin token limited to no gallery")), c.describe())
-            }
+            Ok(c) if c.galleries.is_some() => (
+                Err(Status::permission_denied("adding galleries needs an admin token limited to no gallery")),
+                c.describe(),
+            ),
             Ok(c) => {
                 let r = req.into_inner();
                 (self.add_gallery_now(r).await, c.describe())

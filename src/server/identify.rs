@@ -10,9 +10,7 @@ use super::convert;
 use super::notifications::Origin;
 use super::pb;
 use super::sections;
-use super::service::{
-    MAX_PROBE_VIEWS, Outcome, Searched, Services, deadline_of, decode_status, remap_views,
-};
+use super::service::{MAX_PROBE_VIEWS, Outcome, Searched, Services, deadline_of, decode_status, remap_views};
 use crate::cancel::Cancel;
 use crate::search::Query;
 use futures::{Stream, StreamExt};
@@ -59,12 +57,18 @@ impl Services {
         let entries: Vec<_> = if r.galleries.is_empty() {
             let v: Vec<_> = entries.into_iter().filter(|e| caller.may(&e.name)).collect();
             if v.is_empty() {
-                return (Err(Status::permission_denied(format!("'{}' may search no default gallery", caller.name))), None);
+                return (
+                    Err(Status::permission_denied(format!("'{}' may search no default gallery", caller.name))),
+                    None,
+                );
             }
             v
         } else {
             if let Some(e) = entries.iter().find(|e| !caller.may(&e.name)) {
-                return (Err(Status::permission_denied(format!("'{}' may not use gallery '{}'", caller.name, e.name))), None);
+                return (
+                    Err(Status::permission_denied(format!("'{}' may not use gallery '{}'", caller.name, e.name))),
+                    None,
+                );
             }
             entries
         };
@@ -95,7 +99,8 @@ impl Services {
                     Err(e) => Err(e.clone()),
                 };
                 // A stopped search stops them all: the caller is gone or late.
-                let stop = matches!(&r, Err(e) if matches!(e.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled));
+                let stop =
+                    matches!(&r, Err(e) if matches!(e.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled));
                 out.push(r);
                 if stop {
                     break;
@@ -131,14 +136,17 @@ impl Services {
                     );
                     remap_views(&mut reply, &views);
                     backend.clone_from(&reply.backend);
-                    let resp = convert::identify_response(reply, String::new(), &self.st.model, queued, parse, t0.elapsed());
+                    let resp =
+                        convert::identify_response(reply, String::new(), &self.st.model, queued, parse, t0.elapsed());
                     secs.push(sections::section(name, &resp, 1.0, false));
                 }
                 Err(e) => secs.push(sections::failed_section(name, &Status::new(e.code(), self.st.scrub(e.message())))),
             }
         }
         // A probe the server refuses is refused for every gallery: one error.
-        if let Some(bad) = secs.iter().filter_map(|s| s.error.as_ref()).find(|e| e.code == tonic::Code::InvalidArgument as i32) {
+        if let Some(bad) =
+            secs.iter().filter_map(|s| s.error.as_ref()).find(|e| e.code == tonic::Code::InvalidArgument as i32)
+        {
             return (Err(Status::invalid_argument(bad.message.clone())), sha);
         }
         if let Some(n) = &self.st.notifier {

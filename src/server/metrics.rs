@@ -199,7 +199,11 @@ impl Metrics {
             expired.clone(),
         );
         let last_event = Family::<GalleryLabel, Gauge>::default();
-        registry.register("notifications_last_sequence", "Sequence number of the last notification", last_event.clone());
+        registry.register(
+            "notifications_last_sequence",
+            "Sequence number of the last notification",
+            last_event.clone(),
+        );
         let cluster = Family::<NameLabel, Gauge>::default();
         registry.register(
             "cluster",

@@ -261,10 +261,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
     // UNAVAILABLE and health says NOT_SERVING. The GPU (chosen first) is
     // shared by every gallery's searcher.
     let catalog = catalog::Catalog::new(
-        cfg.named_galleries()
-            .into_iter()
-            .map(|g| catalog::Entry::new(&g.name, g.path, g.default, g.notify))
-            .collect(),
+        cfg.named_galleries().into_iter().map(|g| catalog::Entry::new(&g.name, g.path, g.default, g.notify)).collect(),
     );
     let notifier = match &cfg.notifications.dir {
         Some(dir) => {

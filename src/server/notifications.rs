@@ -47,7 +47,12 @@ pub struct Origin {
 impl Notifier {
     /// The events the hits of `sections` raise: every hit candidate of a
     /// gallery that notifies (per `notifies`).
-    pub fn events(&self, sections: &[pb::GalleryResult], notifies: &(dyn Fn(&str) -> bool + Sync), o: &Origin) -> Vec<NewEvent> {
+    pub fn events(
+        &self,
+        sections: &[pb::GalleryResult],
+        notifies: &(dyn Fn(&str) -> bool + Sync),
+        o: &Origin,
+    ) -> Vec<NewEvent> {
         let mut out = Vec::new();
         for s in sections.iter().filter(|s| s.error.is_none() && notifies(&s.gallery)) {
             let op = s.operating_point.clone().unwrap_or_default();

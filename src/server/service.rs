@@ -12,13 +12,13 @@
 
 use super::audit::{Audit, Event};
 use super::auth::{Auth, Caller};
+use super::catalog::{Catalog, Entry};
 use super::config::{Config, Role};
 use super::convert;
 use super::engine::{Engine, NotRun};
 use super::metrics::Metrics;
-use crate::cancel::{Cancel, Stop};
-use super::catalog::{Catalog, Entry};
 use super::notifications::Notifier;
+use crate::cancel::{Cancel, Stop};
 use crate::gallery::{Gallery, GalleryError};
 use crate::gpu::GpuRescorer;
 use crate::rescore::Rescorer;
@@ -135,7 +135,8 @@ impl State {
     /// shards uploaded (within the budget), unloaded ones evicted.
     pub fn sync_resident(&self) {
         let Some(gpu) = self.gpu.get() else { return };
-        let views: Vec<_> = self.catalog.all().iter().filter_map(|e| e.serving().map(|s| s.views())).flatten().collect();
+        let views: Vec<_> =
+            self.catalog.all().iter().filter_map(|e| e.serving().map(|s| s.views())).flatten().collect();
         let shards: Vec<_> = views.iter().flat_map(|v| v.snap.shards.iter()).collect();
         let live: HashSet<u64> = shards.iter().map(|x| x.key).collect();
         let have: HashSet<u64> = gpu.resident_keys().into_iter().collect();

@@ -21,11 +21,11 @@
 //!   opens). One compaction at a time.
 
 use super::audit::Event;
+use super::auth::Caller;
+use super::catalog::Entry;
 use super::config::Role;
 use super::convert;
 use super::pb;
-use super::auth::Caller;
-use super::catalog::Entry;
 use super::service::{Services, State, deadline_of};
 use crate::cancel::Cancel;
 use crate::gallery::{MAX_TEMPLATES, MAX_TEXT, WriteMode};

@@ -78,7 +78,7 @@ async fn the_audit_trail_names_refused_callers_and_survives_floods() {
     // Acknowledged means audited: the line is in the file when the reply comes.
     admin.gallery.enroll(enroll_request("audited", &pop.templates(SUBJECTS + 2, 0))).await.unwrap();
     assert!(read().iter().any(|l| l["method"] == "Enroll" && l["subject"] == "audited" && l["status"] == "OK"));
-    admin.gallery.delete(pb::DeleteRequest { subject_id: "audited".into() }).await.unwrap();
+    admin.gallery.delete(pb::DeleteRequest { subject_id: "audited".into(), ..Default::default() }).await.unwrap();
     assert!(read().iter().any(|l| l["method"] == "Delete" && l["subject"] == "audited" && l["status"] == "OK"));
     // A search token calling Enroll: refused, and audited under its name.
     let e = c.gallery.enroll(enroll_request("x", &pop.templates(1, 0))).await.unwrap_err();

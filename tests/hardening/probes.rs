@@ -175,7 +175,7 @@ async fn enrolment_is_admitted_bounded_by_its_deadline_and_never_appends() {
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     drop(held);
     // A deadline stops a heavy enrolment before it is logged: nothing changes.
-    let wal = server.state.searcher().unwrap().gallery().wal_bytes();
+    let wal = server.state.searcher("").unwrap().gallery().unwrap().wal_bytes();
     let mut r = enroll_request("heavy", &[]);
     r.templates = vec![whorl::server::client::finger(xyt(8000, 6))];
     let mut req = tonic::Request::new(r);
@@ -183,10 +183,14 @@ async fn enrolment_is_admitted_bounded_by_its_deadline_and_never_appends() {
     let e = admin.gallery.enroll(req).await.unwrap_err();
     assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled), "{e:?}");
     eventually(20, "the enrolment stopped", || server.state.writes.available_permits() == 1).await;
-    assert_eq!(server.state.searcher().unwrap().gallery().wal_bytes(), wal, "nothing was logged");
+    assert_eq!(server.state.searcher("").unwrap().gallery().unwrap().wal_bytes(), wal, "nothing was logged");
     let e = admin
         .gallery
-        .get_subject(pb::GetSubjectRequest { subject_id: "heavy".into(), include_templates: false })
+        .get_subject(pb::GetSubjectRequest {
+            subject_id: "heavy".into(),
+            include_templates: false,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
@@ -240,10 +244,14 @@ async fn re_enrolment_is_refused_unless_replacing() {
     let fingers = |admin: &mut whorl::server::client::Clients| {
         let mut g = admin.gallery.clone();
         async move {
-            g.get_subject(pb::GetSubjectRequest { subject_id: "again".into(), include_templates: false })
-                .await
-                .unwrap()
-                .into_inner()
+            g.get_subject(pb::GetSubjectRequest {
+                subject_id: "again".into(),
+                include_templates: false,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
         }
     };
     admin.gallery.enroll(enroll_request("again", &t)).await.unwrap();

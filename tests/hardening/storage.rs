@@ -70,7 +70,7 @@ async fn the_server_compacts_its_own_gallery_without_losing_enrolments() {
     // An offline compaction is refused while the server holds the gallery.
     let out = whorl(&["compact", dir.to_str().unwrap()]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is in use by"));
-    let r = admin.gallery.compact(pb::CompactRequest {}).await.unwrap().into_inner();
+    let r = admin.gallery.compact(pb::CompactRequest { ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(r.folded_templates, 12 * u64::from(FINGERS));
     assert!(r.wal_bytes_after <= 16 && r.wal_bytes_before > r.wal_bytes_after, "{r:?}");
     for k in 12..16u64 {
@@ -96,10 +96,13 @@ async fn the_server_compacts_its_own_gallery_without_losing_enrolments() {
         acked.push(id);
     }
     let st = std::sync::Arc::clone(&server.state);
-    let idle = || st.metrics.compactions_total() >= 1 && !st.compacting.load(std::sync::atomic::Ordering::SeqCst);
+    let idle = || {
+        st.metrics.compactions_total() >= 1
+            && !st.entry("").unwrap().compacting.load(std::sync::atomic::Ordering::SeqCst)
+    };
     eventually(60, "an automatic compaction", idle).await;
     drop(st);
-    let stats = admin.gallery.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let stats = admin.gallery.stats(pb::StatsRequest { ..Default::default() }).await.unwrap().into_inner();
     assert!(stats.compactions >= 1 && stats.wal_records < 6, "{stats:?}");
     server.shutdown().await.unwrap();
     let g = open(&dir).unwrap();
@@ -126,7 +129,7 @@ async fn load_shard_stays_in_the_gallery_folder_and_refuses_copies() {
     let load = |file: &str| {
         let mut g = admin.gallery.clone();
         let file = file.to_string();
-        async move { g.load_shard(pb::LoadShardRequest { file }).await.unwrap_err() }
+        async move { g.load_shard(pb::LoadShardRequest { file, ..Default::default() }).await.unwrap_err() }
     };
     let abs = dir.display().to_string();
     for (file, code, want) in [
@@ -142,7 +145,7 @@ async fn load_shard_stays_in_the_gallery_folder_and_refuses_copies() {
         assert!(e.message().contains(want), "{file}: {}", e.message());
         assert!(!e.message().contains("TOPSECRET") && !e.message().contains(&abs), "{file}: {}", e.message());
     }
-    let stats = admin.gallery.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let stats = admin.gallery.stats(pb::StatsRequest { ..Default::default() }).await.unwrap().into_inner();
     assert_eq!((stats.shards, stats.subjects), (2, SUBJECTS), "nothing counted twice");
     server.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);

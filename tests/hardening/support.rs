@@ -51,8 +51,20 @@ pub fn config(dir: &Path) -> Config {
     c.server.workers = 2;
     c.backend.choice = BackendChoice::Cpu;
     c.auth.tokens = vec![
-        TokenEntry { name: "station".into(), role: Role::Search, token: Some(SEARCH_TOKEN.into()), token_sha256: None, galleries: vec![] },
-        TokenEntry { name: "ops".into(), role: Role::Admin, token: Some(ADMIN_TOKEN.into()), token_sha256: None, galleries: vec![] },
+        TokenEntry {
+            name: "station".into(),
+            role: Role::Search,
+            token: Some(SEARCH_TOKEN.into()),
+            token_sha256: None,
+            galleries: vec![],
+        },
+        TokenEntry {
+            name: "ops".into(),
+            role: Role::Admin,
+            token: Some(ADMIN_TOKEN.into()),
+            token_sha256: None,
+            galleries: vec![],
+        },
     ];
     c
 }
@@ -118,5 +130,6 @@ pub fn enroll_request(id: &str, ts: &[Template]) -> pb::EnrollRequest {
         templates: ts.iter().map(|t| client::finger(iso(t))).collect(),
         labels: Default::default(),
         replace: false,
+        ..Default::default()
     }
 }

@@ -3,12 +3,12 @@
 use super::super::pb::{self, node_server};
 use super::replication::{WriteOp, gallery_status};
 use super::{Node, SlotState};
+use crate::cancel::Cancel;
 use crate::search::plan::{Found, Pair, Scored, TemplateRef};
 use crate::search::{GroupView, Prepped, local};
 use crate::server::auth::{hex, sha256};
-use crate::server::convert;
-use crate::cancel::Cancel;
 use crate::server::config::LimitsSection;
+use crate::server::convert;
 use crate::server::engine::{Engine, NotRun};
 use crate::server::service::{MAX_PROBE_VIEWS, deadline_of};
 use crate::template::{self, Format};
