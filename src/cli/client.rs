@@ -51,7 +51,7 @@ impl Conn {
         }
     }
 
-    async fn connect(&self) -> Result<Clients> {
+    pub(super) async fn connect(&self) -> Result<Clients> {
         Ok(client::connect(&self.server, &self.options()).await?)
     }
 }

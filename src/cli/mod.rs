@@ -31,6 +31,7 @@ mod progress;
 mod serve;
 mod status;
 mod synth;
+mod watch;
 mod template;
 
 use clap::{Parser, Subcommand};
@@ -111,6 +112,8 @@ enum Command {
     Probes(client::ProbesArgs),
     /// Load a server: QPS, latency percentiles, errors, rank-1, FNIR.
     Bench(client::BenchArgs),
+    /// Print hit notifications as they arrive and acknowledge them.
+    Watch(watch::WatchArgs),
 }
 
 /// Runs the command line; errors are printed with their causes.
@@ -153,6 +156,7 @@ pub fn main() -> ExitCode {
         Command::Shards(args) => client::shards(args),
         Command::Probes(args) => client::probes(args),
         Command::Bench(args) => client::bench(args),
+        Command::Watch(args) => watch::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

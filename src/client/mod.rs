@@ -9,6 +9,7 @@
 //! * [`bench`]: the load generator's reports as tables (error footnotes
 //!   included) and as a written report with a latency plot.
 //! * [`demo`]: the demo's cached gallery and per-run working copy.
+//! * [`watch`]: following hit notifications, acknowledging each event.
 //! * [`status`]: a server at a glance: health, gallery, shards, load, and
 //!   latency and errors from its Prometheus endpoint ([`promtext`] reads it).
 //!
@@ -22,6 +23,7 @@ pub mod ops;
 pub mod probes;
 pub mod promtext;
 pub mod status;
+pub mod watch;
 
 use crate::server::client::ConnectError;
 use std::path::PathBuf;

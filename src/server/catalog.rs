@@ -173,19 +173,7 @@ impl Catalog {
             }
             return Ok(d);
         }
-        if names.len() > 64 {
-            return Err(Status::invalid_argument(format!("{} galleries named; at most 64", names.len())));
-        }
-        let mut out: Vec<Arc<Entry>> = Vec::new();
-        for n in names {
-            if n.is_empty() {
-                return Err(Status::invalid_argument("an empty gallery name"));
-            }
-            if !out.iter().any(|e| e.name == *n) {
-                out.push(self.get(n)?);
-            }
-        }
-        Ok(out)
+        named(names)?.iter().map(|n| self.get(n)).collect()
     }
 
     /// Adds a gallery (ALREADY_EXISTS if the name is taken by one served).
@@ -215,4 +203,26 @@ impl Catalog {
         }
         Ok(e)
     }
+}
+
+/// Gallery names a request gave, checked (at most 64, none empty) and
+/// without repeats, in the order given; whether they are served is not
+/// asked here.
+pub fn named(names: &[String]) -> Result<Vec<String>, Status> {
+    if names.len() > 64 {
+        return Err(Status::invalid_argument(format!("{} galleries named; at most 64", names.len())));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for n in names {
+        if n.is_empty() {
+            return Err(Status::invalid_argument("an empty gallery name"));
+        }
+        if n.len() > 64 {
+            return Err(Status::invalid_argument("a gallery name is at most 64 bytes"));
+        }
+        if !out.contains(n) {
+            out.push(n.clone());
+        }
+    }
+    Ok(out)
 }

@@ -5,6 +5,7 @@
 use super::pb;
 use super::pb::gallery_client::GalleryClient;
 use super::pb::identification_client::IdentificationClient;
+use super::pb::notifications_client::NotificationsClient;
 use std::path::PathBuf;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -47,6 +48,8 @@ impl tonic::service::Interceptor for Bearer {
 pub type Identification = IdentificationClient<InterceptedService<Channel, Bearer>>;
 /// A Gallery client with the token attached.
 pub type GalleryAdmin = GalleryClient<InterceptedService<Channel, Bearer>>;
+/// A Notifications client with the token attached.
+pub type Notifications = NotificationsClient<InterceptedService<Channel, Bearer>>;
 
 /// How to reach a server.
 #[derive(Debug, Clone, Default)]
@@ -71,6 +74,8 @@ pub struct Clients {
     pub identification: Identification,
     /// Gallery operations.
     pub gallery: GalleryAdmin,
+    /// Hit notifications (subscribers).
+    pub notifications: Notifications,
     /// The channel (for health and reflection clients).
     pub channel: Channel,
 }
@@ -201,10 +206,13 @@ pub async fn connect(addr: &str, o: &ClientOptions) -> Result<Clients, ConnectEr
     let identification = IdentificationClient::with_interceptor(channel.clone(), bearer.clone())
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let gallery = GalleryClient::with_interceptor(channel.clone(), bearer)
+    let gallery = GalleryClient::with_interceptor(channel.clone(), bearer.clone())
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    Ok(Clients { identification, gallery, channel })
+    let notifications = NotificationsClient::with_interceptor(channel.clone(), bearer)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    Ok(Clients { identification, gallery, notifications, channel })
 }
 
 /// One template record for a request (format detected by the server).

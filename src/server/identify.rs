@@ -48,14 +48,17 @@ impl Services {
         t0: Instant,
         wait: bool,
     ) -> Outcome<pb::IdentifyResponse> {
-        let entries = match self.st.catalog.resolve(&r.galleries) {
-            Ok(e) => e,
-            Err(e) => return (Err(e), None),
-        };
-        // A token limited to some galleries: naming another is refused;
-        // the default set shrinks to what it may search.
-        let entries: Vec<_> = if r.galleries.is_empty() {
-            let v: Vec<_> = entries.into_iter().filter(|e| caller.may(&e.name)).collect();
+        // The default set, or the galleries named: one named but not served
+        // (unloaded meanwhile, say) answers NOT_FOUND in its own section
+        // and leaves the others answering.
+        let names: Vec<String> = if r.galleries.is_empty() {
+            let entries = match self.st.catalog.resolve(&[]) {
+                Ok(e) => e,
+                Err(e) => return (Err(e), None),
+            };
+            // A token limited to some galleries: the default set shrinks
+            // to what it may search.
+            let v: Vec<String> = entries.into_iter().filter(|e| caller.may(&e.name)).map(|e| e.name.clone()).collect();
             if v.is_empty() {
                 return (
                     Err(Status::permission_denied(format!("'{}' may search no default gallery", caller.name))),
@@ -64,13 +67,15 @@ impl Services {
             }
             v
         } else {
-            if let Some(e) = entries.iter().find(|e| !caller.may(&e.name)) {
-                return (
-                    Err(Status::permission_denied(format!("'{}' may not use gallery '{}'", caller.name, e.name))),
-                    None,
-                );
+            let names = match super::catalog::named(&r.galleries) {
+                Ok(n) => n,
+                Err(e) => return (Err(e), None),
+            };
+            // Naming a gallery the token may not use is refused.
+            if let Some(n) = names.iter().find(|n| !caller.may(n)) {
+                return (Err(Status::permission_denied(format!("'{}' may not use gallery '{n}'", caller.name))), None);
             }
-            entries
+            names
         };
         if let Err(e) = self.check_identify(&r) {
             return (Err(e), None);
@@ -79,7 +84,6 @@ impl Services {
         let (max_candidates, decision) = (r.max_candidates as usize, convert::identify_decision(r.decision));
         let labels: Vec<(String, String)> = r.label_filter.into_iter().collect();
         let (st, job_cancel) = (Arc::clone(&self.st), cancel.clone());
-        let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
         let searchers: Vec<Result<Arc<crate::search::Searcher>, Status>> =
             names.iter().map(|n| self.st.searcher(n)).collect();
         let job = move || {
