@@ -14,18 +14,16 @@
 //! * etcd stopped mid-run: searching goes on; a router restarted; a node
 //!   frozen with SIGSTOP: searches still answer (hedged to its replicas).
 
-mod common;
+#[path = "support/cluster_harness.rs"]
+mod harness;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tonic::Code;
-use whorl::cluster::local_etcd::{self, LocalEtcd};
+use harness::{Cluster, Layout, Proc, port};
 use whorl::cluster::peer::Peers;
-use whorl::cluster::store::Store;
 use whorl::server::client::{self, ClientOptions, Clients};
 use whorl::server::pb;
 use whorl::synth::{Subjects, Synth, SynthParams};
@@ -34,200 +32,12 @@ use whorl::template::{self, Format, Template};
 const GROUPS: u32 = 8;
 const FINGERS: u32 = 10;
 
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("whorl-cluster-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn population() -> Subjects {
     Subjects::new(Synth::new(SynthParams::default(), 44), FINGERS)
 }
 
 fn iso(t: &Template) -> Vec<u8> {
     template::write(std::slice::from_ref(t), Format::Iso2005).unwrap()
-}
-
-/// A child process, killed when dropped; its stderr in a log file.
-struct Proc {
-    child: Option<Child>,
-    log: PathBuf,
-    args: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(log: &Path, args: &[&str]) -> Proc {
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_whorl"))
-            .args(args)
-            .env("WHORL_LOG", "info,whorl::cluster=debug")
-            .env("XDG_RUNTIME_DIR", "/tmp")
-            .stdout(Stdio::null())
-            .stderr(f)
-            .spawn()
-            .unwrap();
-        Proc { child: Some(child), log: log.to_path_buf(), args: args.iter().map(|s| s.to_string()).collect() }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
-    }
-
-    fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status();
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Kills and starts the same command again, its log appended to.
-    fn restart(&mut self) {
-        self.kill();
-        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let mut again = Proc::spawn(&self.log, &args);
-        self.child = again.child.take();
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-struct Cluster {
-    etcd: LocalEtcd,
-    dir: PathBuf,
-    name: String,
-    nodes: Vec<Proc>,
-    node_ids: Vec<String>,
-    routers: Vec<(Proc, String)>,
-}
-
-impl Cluster {
-    /// etcd, `whorl cluster init`, three nodes, one router; waits until ready.
-    async fn start(name: &str) -> Option<Cluster> {
-        let etcd = local_etcd::for_tests(name)?;
-        let dir = tempdir(name);
-        let ids: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
-        let out = Command::new(env!("CARGO_BIN_EXE_whorl"))
-            .args(["cluster", "init", "--etcd", &etcd.url, "--cluster", name, "--groups", &GROUPS.to_string()])
-            .args([
-                "--replicas",
-                "2",
-                "--nodes",
-                &ids.join(","),
-                "--gallery",
-                "main:default:notify",
-                "--gallery",
-                "other",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "cluster init: {}", String::from_utf8_lossy(&out.stderr));
-        let mut nodes = Vec::new();
-        for id in &ids {
-            let p = port();
-            let cfg = dir.join(format!("{id}.toml"));
-            std::fs::write(
-                &cfg,
-                format!(
-                    "[server]\nlisten = \"127.0.0.1:{p}\"\nworkers = 1\n\n[cluster]\nname = \"{name}\"\netcd = [\"{}\"]\nnode_id = \"{id}\"\ndata_dir = \"{}\"\n\n[backend]\nchoice = \"cpu\"\n",
-                    etcd.url,
-                    dir.join(id).display()
-                ),
-            )
-            .unwrap();
-            nodes.push(Proc::spawn(&dir.join(format!("{id}.log")), &["serve", "--config", cfg.to_str().unwrap()]));
-        }
-        let mut c = Cluster { etcd, dir, name: name.to_string(), nodes, node_ids: ids, routers: Vec::new() };
-        c.add_router();
-        c.wait_healthy(Duration::from_secs(120)).await;
-        Some(c)
-    }
-
-    fn add_router(&mut self) -> String {
-        let p = port();
-        let cfg = self.dir.join(format!("router{}.toml", self.routers.len()));
-        std::fs::write(
-            &cfg,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:{p}\"\n\n[router]\nname = \"{}\"\netcd = [\"{}\"]\nhedge_min_ms = 30\n\n[notifications]\ndir = \"{}\"\n",
-                self.name,
-                self.etcd.url,
-                self.dir.join("events").display()
-            ),
-        )
-        .unwrap();
-        let log = self.dir.join(format!("router{}.log", self.routers.len()));
-        let proc = Proc::spawn(&log, &["route", "--config", cfg.to_str().unwrap()]);
-        let url = format!("http://127.0.0.1:{p}");
-        self.routers.push((proc, url.clone()));
-        url
-    }
-
-    async fn store(&self) -> Arc<Store> {
-        Store::connect(std::slice::from_ref(&self.etcd.url), &self.name).await.unwrap()
-    }
-
-    /// Until every group of every gallery is ready on both replicas and has a primary.
-    async fn wait_healthy(&self, limit: Duration) {
-        let t0 = Instant::now();
-        let store = self.store().await;
-        let peers = Peers::new(None).unwrap();
-        loop {
-            let st = whorl::cluster::admin::status(&store.map(), &peers, true).await;
-            if st.nodes.len() == 3
-                && st.nodes.iter().all(|n| n.up)
-                && st.unavailable.is_empty()
-                && st.degraded.is_empty()
-                && st.leaderless.is_empty()
-            {
-                return;
-            }
-            if t0.elapsed() > limit {
-                for n in &self.nodes {
-                    eprintln!("--- {}\n{}", n.log.display(), n.log_text());
-                }
-                panic!("the cluster did not become healthy: {st:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn client(&self, router: usize) -> Clients {
-        let url = &self.routers[router].1;
-        let t0 = Instant::now();
-        loop {
-            match client::connect(url, &ClientOptions::default()).await {
-                Ok(c) => return c,
-                Err(e) if t0.elapsed() < Duration::from_secs(30) => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("router {url}: {e}\n{}", self.routers[router].0.log_text()),
-            }
-        }
-    }
-
-    /// The two nodes holding `group`.
-    async fn holders(&self, group: u32) -> Vec<usize> {
-        let m = self.store().await.map();
-        m.replicas(group).iter().map(|n| self.node_ids.iter().position(|x| x == n).unwrap()).collect()
-    }
 }
 
 fn enroll_req(gallery: &str, s: u64, fingers: &[Template]) -> pb::EnrollRequest {
@@ -273,7 +83,7 @@ fn summary(r: &pb::IdentifyResponse) -> (i32, Vec<(String, u64, bool)>, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_answers_as_one_node_and_enrolments_and_deletions_are_seen_at_once() {
-    let Some(mut cl) = Cluster::start("equal").await else { return };
+    let Some(mut cl) = Cluster::start("equal", Layout::small(Path::new(env!("CARGO_BIN_EXE_whorl")))).await else { return };
     let pop = population();
     const SUBJECTS: u64 = 240;
     // The reference: one ordinary server holding the same subjects.
@@ -282,6 +92,7 @@ async fn a_cluster_answers_as_one_node_and_enrolments_and_deletions_are_seen_at_
         .unwrap();
     let ref_port = port();
     let _reference = Proc::spawn(
+        Path::new(env!("CARGO_BIN_EXE_whorl")),
         &cl.dir.join("reference.log"),
         &[
             "serve",
@@ -361,7 +172,7 @@ async fn a_cluster_answers_as_one_node_and_enrolments_and_deletions_are_seen_at_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_loses_nothing_and_both_replicas_down_is_partial_or_unavailable() {
-    let Some(mut cl) = Cluster::start("faults").await else { return };
+    let Some(mut cl) = Cluster::start("faults", Layout::small(Path::new(env!("CARGO_BIN_EXE_whorl")))).await else { return };
     let pop = population();
     let mut r = cl.client(0).await;
     const SUBJECTS: u64 = 120;
@@ -505,7 +316,7 @@ async fn a_killed_node_loses_nothing_and_both_replicas_down_is_partial_or_unavai
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_away_a_router_restarted_and_a_frozen_node_do_not_stop_searches() {
-    let Some(mut cl) = Cluster::start("outages").await else { return };
+    let Some(mut cl) = Cluster::start("outages", Layout::small(Path::new(env!("CARGO_BIN_EXE_whorl")))).await else { return };
     let pop = population();
     let mut r = cl.client(0).await;
     // "other" raises no notifications; "main" does (its events live in etcd).
