@@ -168,6 +168,42 @@ async fn a_cluster_answers_as_one_node_and_enrolments_and_deletions_are_seen_at_
     let st = r.gallery.stats(pb::StatsRequest { gallery: "main".into() }).await.unwrap().into_inner();
     assert_eq!(st.subjects, SUBJECTS);
     drop(cl.routers.pop());
+    // A group moved to the node that did not hold it (copy, catch up,
+    // switch, drop), as an operator does when a node joins: the answers
+    // stay the same, and the old holder lets the group go.
+    let before = cl.holders(0).await;
+    let to = (0..cl.nodes.len()).find(|n| !before.contains(n)).unwrap();
+    let from = before[0];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_whorl"))
+        .args(["cluster", "move", "--etcd", &cl.etcd.url, "--cluster", &cl.name, "--group", "0"])
+        .args(["--from", &cl.node_ids[from], "--to", &cl.node_ids[to], "--wait", "120s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cluster move: {}", String::from_utf8_lossy(&out.stderr));
+    let mut after = cl.holders(0).await;
+    after.sort();
+    let mut want: Vec<usize> = before.iter().copied().filter(|&n| n != from).chain([to]).collect();
+    want.sort();
+    assert_eq!(after, want, "group 0 moved from {from} to {to}");
+    cl.wait_healthy(Duration::from_secs(120)).await;
+    for s in (0..100).step_by(5).chain(SUBJECTS + 1000..SUBJECTS + 1010) {
+        let probe: Vec<Template> = pop.templates(s, 1).into_iter().take(2).collect();
+        let a = r.identification.identify(identify_req(&probe, false)).await.unwrap().into_inner();
+        let b = one.identification.identify(identify_req(&probe, false)).await.unwrap().into_inner();
+        assert_eq!(summary(&a), summary(&b), "after the move, subject {s}");
+    }
+    let peers = Peers::new(None).unwrap();
+    let map = cl.store().await.map();
+    let t0 = Instant::now();
+    loop {
+        let mut c = peers.node(&map.nodes[&cl.node_ids[from]].addr).unwrap();
+        let held = c.groups(whorl::cluster::pb::GroupsRequest {}).await.unwrap().into_inner();
+        if !held.groups.iter().any(|g| g.group == 0) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "the old holder kept group 0: {held:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
