@@ -162,6 +162,7 @@ fn load(concurrency: usize, seconds: u64) -> LoadOptions {
         warmup: 8,
         max_candidates: 10,
         progress: None,
+        galleries: Vec::new(),
     }
 }
 
@@ -238,7 +239,11 @@ async fn scaling(a: &Args) {
             let c = cl.client(0).await;
             let eps = enrol_all(&c, "main", a.subjects, a.fingers).await;
             let pr = probes(a.subjects, a.fingers, use_fingers, "main");
-            let what = format!("router + {n} node{} (R={}), {use_fingers}-finger probes", if n == 1 { "" } else { "s" }, n.min(2));
+            let what = format!(
+                "router + {n} node{} (R={}), {use_fingers}-finger probes",
+                if n == 1 { "" } else { "s" },
+                n.min(2)
+            );
             rows.push(measure(&what, &c, &pr, a.seconds, eps).await);
         }
     }
@@ -246,8 +251,14 @@ async fn scaling(a: &Args) {
 }
 
 async fn failover(a: &Args) {
-    let layout =
-        Layout { nodes: 3, replicas: 2, groups: 16, galleries: vec!["main:default".into()], workers: 2, ..Layout::small(&a.bin) };
+    let layout = Layout {
+        nodes: 3,
+        replicas: 2,
+        groups: 16,
+        galleries: vec!["main:default".into()],
+        workers: 2,
+        ..Layout::small(&a.bin)
+    };
     let mut cl = Cluster::start("bench-failover", layout).await.expect("etcd is needed");
     let c = cl.client(0).await;
     enrol_all(&c, "main", a.subjects, a.fingers).await;
@@ -263,7 +274,8 @@ async fn failover(a: &Args) {
             let mut i = k;
             while !stop.load(Ordering::Relaxed) {
                 let p = &pr[i % pr.len()];
-                let req = pb::IdentifyRequest { probe: Some(p.probe.clone()), max_candidates: 10, ..Default::default() };
+                let req =
+                    pb::IdentifyRequest { probe: Some(p.probe.clone()), max_candidates: 10, ..Default::default() };
                 let s = t0.elapsed().as_secs_f64();
                 let r = c.identification.identify(req).await;
                 let ms = (t0.elapsed().as_secs_f64() - s) * 1e3;

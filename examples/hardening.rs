@@ -262,6 +262,7 @@ async fn latency_under_attack(a: &Args, dir: &Path) {
             warmup: 4,
             max_candidates: 10,
             progress: None,
+            galleries: Vec::new(),
         };
         let r = loadgen::run(c.identification.clone(), Arc::clone(&normal), &o).await;
         stop.store(true, Ordering::Relaxed);

@@ -58,7 +58,8 @@ fn build(dir: &Path, subjects: std::ops::Range<u64>) {
         let labels = vec![("priority".to_string(), priority(s)), ("record".to_string(), format!("r{s}"))];
         pop.templates(s, 0).into_iter().map(move |t| (Subjects::id(s), labels.clone(), t))
     });
-    let opts = BuildOptions { index: IndexParams { max_connections: 16, ef_construction: 100 }, ..BuildOptions::default() };
+    let opts =
+        BuildOptions { index: IndexParams { max_connections: 16, ef_construction: 100 }, ..BuildOptions::default() };
     gallery::build(dir, &Embedder::default(), &Matcher::default(), &opts, items, |_, _| {}).unwrap();
 }
 
@@ -341,7 +342,8 @@ impl Drop for Serve {
 async fn connect_when_up(addr: &str, token: &str) -> Clients {
     let t0 = std::time::Instant::now();
     loop {
-        if let Ok(mut c) = client::connect(addr, &ClientOptions { token: Some(token.into()), ..Default::default() }).await
+        if let Ok(mut c) =
+            client::connect(addr, &ClientOptions { token: Some(token.into()), ..Default::default() }).await
         {
             // Serving once a search answers (the galleries may still be opening).
             let probe = booking(500, &["criminal"], "");

@@ -17,12 +17,12 @@
 #[path = "support/cluster_harness.rs"]
 mod harness;
 
+use harness::{Cluster, Layout, Proc, port};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tonic::Code;
-use harness::{Cluster, Layout, Proc, port};
 use whorl::cluster::peer::Peers;
 use whorl::server::client::{self, ClientOptions, Clients};
 use whorl::server::pb;
@@ -83,7 +83,9 @@ fn summary(r: &pb::IdentifyResponse) -> (i32, Vec<(String, u64, bool)>, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_answers_as_one_node_and_enrolments_and_deletions_are_seen_at_once() {
-    let Some(mut cl) = Cluster::start("equal", Layout::small(Path::new(env!("CARGO_BIN_EXE_whorl")))).await else { return };
+    let Some(mut cl) = Cluster::start("equal", Layout::small(Path::new(env!("CARGO_BIN_EXE_whorl")))).await else {
+        return;
+    };
     let pop = population();
     const SUBJECTS: u64 = 240;
     // The reference: one ordinary server holding the same subjects.
@@ -208,7 +210,9 @@ async fn a_cluster_answers_as_one_node_and_enrolments_and_deletions_are_seen_at_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_loses_nothing_and_both_replicas_down_is_partial_or_unavailable() {
-    let Some(mut cl) = Cluster::start("faults", Layout::small(Path::new(env!("CARGO_BIN_EXE_whorl")))).await else { return };
+    let Some(mut cl) = Cluster::start("faults", Layout::small(Path::new(env!("CARGO_BIN_EXE_whorl")))).await else {
+        return;
+    };
     let pop = population();
     let mut r = cl.client(0).await;
     const SUBJECTS: u64 = 120;
@@ -352,7 +356,9 @@ async fn a_killed_node_loses_nothing_and_both_replicas_down_is_partial_or_unavai
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_away_a_router_restarted_and_a_frozen_node_do_not_stop_searches() {
-    let Some(mut cl) = Cluster::start("outages", Layout::small(Path::new(env!("CARGO_BIN_EXE_whorl")))).await else { return };
+    let Some(mut cl) = Cluster::start("outages", Layout::small(Path::new(env!("CARGO_BIN_EXE_whorl")))).await else {
+        return;
+    };
     let pop = population();
     let mut r = cl.client(0).await;
     // "other" raises no notifications; "main" does (its events live in etcd).
@@ -400,9 +406,34 @@ async fn etcd_away_a_router_restarted_and_a_frozen_node_do_not_stop_searches() {
     let again = search_in(&mut r, 7, "main", "tx-7").await.unwrap();
     assert_eq!(ids.len(), 1);
     assert_eq!(again.galleries[0].notifications, ids, "a retried transaction raises no second event");
-    // A router killed and started again.
+    // A router SIGKILLed and started again: the event it raised (kept in
+    // etcd) is still there, once.
     cl.routers[0].0.restart();
     let mut r = cl.client(0).await;
+    let t0 = Instant::now();
+    let events = loop {
+        let sub = pb::SubscribeRequest { subscriber: "ice".into(), ..Default::default() };
+        match r.notifications.subscribe(sub).await {
+            Ok(s) => {
+                let mut s = s.into_inner();
+                let mut got = Vec::new();
+                while let Ok(Ok(Some(ev))) = tokio::time::timeout(Duration::from_millis(800), s.message()).await {
+                    got.push(ev);
+                }
+                break got;
+            }
+            Err(e) if t0.elapsed() < Duration::from_secs(30) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("subscribing after the router restart: {e:?}"),
+        }
+    };
+    assert_eq!(
+        events.iter().map(|e| (e.gallery.as_str(), e.subject_id.clone())).collect::<Vec<_>>(),
+        vec![("main", Subjects::id(7))],
+        "{events:?}"
+    );
     for s in 20..30 {
         let t0 = Instant::now();
         loop {
@@ -429,4 +460,41 @@ async fn etcd_away_a_router_restarted_and_a_frozen_node_do_not_stop_searches() {
     cl.nodes[2].signal("CONT");
     let text = cl.routers[0].0.log_text();
     assert!(text.contains("hedging") || text.contains("retrying"), "the router never hedged around the frozen node");
+}
+
+/// The TOML blocks of a Kubernetes ConfigMap (`name: |` literal blocks).
+fn configmap_blocks(yaml: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in yaml.lines() {
+        if let Some((_, text)) = current.as_mut() {
+            if line.trim().is_empty() || line.starts_with("    ") {
+                text.push_str(line.strip_prefix("    ").unwrap_or(""));
+                text.push('\n');
+                continue;
+            }
+            out.extend(current.take());
+        }
+        if let Some(name) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(": |")) {
+            current = Some((name.trim().to_string(), String::new()));
+        }
+    }
+    out.extend(current);
+    out
+}
+
+#[test]
+fn the_kubernetes_configmap_holds_valid_node_and_router_configurations() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/configmap.yaml");
+    let blocks = configmap_blocks(&std::fs::read_to_string(path).unwrap());
+    let names: Vec<&str> = blocks.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["node.toml", "router.toml"]);
+    for (name, text) in &blocks {
+        let cfg = whorl::server::config::Config::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        cfg.check().unwrap_or_else(|e| panic!("{name}: {e}"));
+        match name.as_str() {
+            "node.toml" => assert!(cfg.cluster.is_some() && cfg.router.is_none(), "{name}"),
+            _ => assert!(cfg.router.is_some() && cfg.cluster.is_none(), "{name}"),
+        }
+    }
 }

@@ -424,6 +424,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             warmup: 8.min(probes.len()),
             max_candidates: a.candidates,
             progress: None,
+            galleries: Vec::new(),
         };
         let mut reports = Vec::new();
         for &n in &a.concurrency {

@@ -121,6 +121,7 @@ async fn search(c: &Clients, probes: Vec<BenchProbe>, concurrency: usize, what: 
         warmup: 4,
         max_candidates: 20,
         progress: None,
+        galleries: Vec::new(),
     };
     let r = run_level(c, &probes, &o, what).await;
     eprintln!("{}", level_line(&r));

@@ -31,8 +31,8 @@ mod progress;
 mod serve;
 mod status;
 mod synth;
-mod watch;
 mod template;
+mod watch;
 
 use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write};

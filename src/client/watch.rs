@@ -131,11 +131,7 @@ fn backoff(n: u32) -> Duration {
 
 /// One line for a person: time, gallery, sequence, subject, score, labels.
 pub fn event_line(ev: &pb::HitEvent) -> String {
-    let time = ev
-        .time
-        .as_ref()
-        .and_then(|t| utc_time(t.seconds))
-        .unwrap_or_else(|| "-".to_string());
+    let time = ev.time.as_ref().and_then(|t| utc_time(t.seconds)).unwrap_or_else(|| "-".to_string());
     let mut labels: Vec<String> = ev.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     labels.sort();
     format!(

@@ -66,7 +66,8 @@ impl LocalEtcd {
             let mut said = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 // 3.5 and later say the first; 3.4 (Debian 12) the second.
-                if !said && (line.contains("ready to serve client requests") || line.contains("serving client traffic")) {
+                if !said && (line.contains("ready to serve client requests") || line.contains("serving client traffic"))
+                {
                     said = true;
                     let _ = tx.send(());
                 }

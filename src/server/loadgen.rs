@@ -77,6 +77,8 @@ pub struct LoadOptions {
     pub max_candidates: u32,
     /// Counts replies as they come (after the warm-up), for a progress display.
     pub progress: Option<Arc<AtomicUsize>>,
+    /// Galleries each request names (empty: the server's default set).
+    pub galleries: Vec<String>,
 }
 
 /// One reply.
@@ -175,6 +177,7 @@ async fn one(mut client: Identification, probes: &[BenchProbe], i: usize, o: &Lo
         probe: Some(p.probe.clone()),
         max_candidates: o.max_candidates,
         request_id: p.name.clone(),
+        galleries: o.galleries.clone(),
         ..Default::default()
     });
     req.set_timeout(o.timeout);

@@ -242,4 +242,3 @@ impl Cluster {
         m.replicas(group).iter().map(|n| self.node_ids.iter().position(|x| x == n).unwrap()).collect()
     }
 }
-
