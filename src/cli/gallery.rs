@@ -1,4 +1,4 @@
-//! `whorl build | info | verify | compact`: operating gallery folders.
+//! `whorl build | info | verify | compact | migrate | open-time`: operating gallery folders.
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use whorl::embed::Embedder;
 use whorl::gallery::{self, BuildOptions, Gallery, GalleryOptions, Manifest};
-use whorl::index::IndexParams;
+use whorl::index::{IndexKind, IndexParams, VectorKind};
 use whorl::mcc::Matcher;
 use whorl::shard::Shard;
 use whorl::synth::{Subjects, Synth, SynthParams};
@@ -36,9 +36,16 @@ pub struct BuildArgs {
     /// Templates per shard.
     #[arg(long, default_value_t = 1_000_000)]
     shard_size: usize,
-    /// Store embeddings as f16 (half the bytes).
+    /// Store embeddings as f16 (same as `--vectors f16`).
     #[arg(long)]
     f16: bool,
+    /// How embeddings are stored: f32, f16 or int8.
+    #[arg(long, default_value = "f32", value_parser = parse_vectors)]
+    vectors: VectorKind,
+    /// HNSW implementation the gallery is built for: whorl (graphs inside
+    /// the shards) or hnsw_rs (also its files beside them).
+    #[arg(long, default_value = "whorl", value_parser = parse_index)]
+    index: IndexKind,
     /// HNSW neighbours per node.
     #[arg(long, default_value_t = 32)]
     m: usize,
@@ -51,6 +58,29 @@ pub struct BuildArgs {
 pub struct GalleryArgs {
     /// The gallery folder.
     gallery: PathBuf,
+    /// HNSW implementation to open it with (open-time, compact).
+    #[arg(long, default_value = "whorl", value_parser = parse_index)]
+    index: IndexKind,
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// The gallery folder (no server may be serving it).
+    gallery: PathBuf,
+    /// HNSW neighbours per node of the graphs written.
+    #[arg(long, default_value_t = 32)]
+    m: usize,
+    /// HNSW ef at construction.
+    #[arg(long, default_value_t = 200)]
+    ef_construction: usize,
+}
+
+pub fn parse_vectors(s: &str) -> Result<VectorKind, String> {
+    VectorKind::parse(s).ok_or_else(|| format!("'{s}' is not one of f32, f16, int8"))
+}
+
+pub fn parse_index(s: &str) -> Result<IndexKind, String> {
+    IndexKind::parse(s).ok_or_else(|| format!("'{s}' is not one of whorl, hnsw_rs"))
 }
 
 fn subject_of(path: &Path) -> String {
@@ -120,7 +150,8 @@ pub fn build(a: BuildArgs) -> Result<()> {
     let matcher = Matcher::default();
     let opts = BuildOptions {
         shard_size: a.shard_size,
-        f16: a.f16,
+        vectors: if a.f16 { VectorKind::F16 } else { a.vectors },
+        index_kind: a.index,
         index: IndexParams { max_connections: a.m, ef_construction: a.ef_construction },
         ..BuildOptions::default()
     };
@@ -140,9 +171,15 @@ pub fn build(a: BuildArgs) -> Result<()> {
     };
     let bar = super::progress(total, "building");
     let t0 = Instant::now();
-    let report = gallery::build(&a.out, &embedder, &matcher, &opts, items, |done, what| {
-        bar.set_position(done);
-        bar.set_message(what.to_string());
+    let report = gallery::build_with(&a.out, &embedder, &matcher, &opts, items, |p| match p {
+        gallery::BuildProgress::Writing { templates } => {
+            bar.set_position(templates);
+            bar.set_message("writing");
+        }
+        gallery::BuildProgress::Graphs { shard, done, total } => {
+            bar.set_message(format!("{shard}: graphs {done}/{total}"));
+        }
+        gallery::BuildProgress::HnswRs { shard } => bar.set_message(format!("{shard}: hnsw_rs")),
     })?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
@@ -195,32 +232,15 @@ pub fn info(a: GalleryArgs) -> Result<()> {
 }
 
 pub fn verify(a: GalleryArgs) -> Result<()> {
-    let m = Manifest::load(&a.gallery)?;
+    let checks = gallery::verify(&a.gallery)?;
     let mut bad = 0;
-    for s in &m.shards {
-        let t = Instant::now();
-        let r = Shard::open(&a.gallery.join(&s.file)).and_then(|sh| sh.verify().map(|_| sh));
-        match r {
-            Ok(sh) if sh.header().table_crc != s.table_crc => {
+    for c in &checks {
+        match &c.problem {
+            None => println!("{}: ok ({})", c.what, c.detail),
+            Some(p) => {
                 bad += 1;
-                println!("{}: FAILED: file differs from the one the manifest lists", s.name);
+                println!("{}: FAILED: {p}", c.what);
             }
-            Ok(_) => println!("{}: ok ({} templates, {:.2} s)", s.name, s.templates, t.elapsed().as_secs_f64()),
-            Err(e) => {
-                bad += 1;
-                println!("{}: FAILED: {e}", s.name);
-            }
-        }
-    }
-    match gallery::wal::Wal::open(&a.gallery, gallery::SyncMode::PerRecord) {
-        Ok((_, r)) => println!(
-            "write-ahead log: {} records ({} after the last compaction)",
-            r.records.len(),
-            r.records.iter().filter(|x| x.seq > m.applied_seq).count()
-        ),
-        Err(e) => {
-            bad += 1;
-            println!("write-ahead log: FAILED: {e}");
         }
     }
     if bad > 0 {
@@ -229,8 +249,26 @@ pub fn verify(a: GalleryArgs) -> Result<()> {
     Ok(())
 }
 
+pub fn migrate(a: MigrateArgs) -> Result<()> {
+    let t = Instant::now();
+    let params = IndexParams { max_connections: a.m, ef_construction: a.ef_construction };
+    let r = gallery::migrate(&a.gallery, &params)?;
+    for (old, new) in &r.rewritten {
+        println!("{old} -> {new}");
+    }
+    println!(
+        "migrated {}: {} shard(s) rewritten with graphs, {} already current, in {:.1} s",
+        a.gallery.display(),
+        r.rewritten.len(),
+        r.current,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 pub fn compact(a: GalleryArgs) -> Result<()> {
-    let g = Gallery::open(&a.gallery, Embedder::default(), Matcher::default(), GalleryOptions::default())?;
+    let opts = GalleryOptions { index_kind: a.index, ..GalleryOptions::default() };
+    let g = Gallery::open(&a.gallery, Embedder::default(), Matcher::default(), opts)?;
     let t = Instant::now();
     let r = g.compact()?;
     println!(
@@ -248,24 +286,47 @@ pub fn compact(a: GalleryArgs) -> Result<()> {
 
 /// Times opening a gallery three ways: mapping the shards (header and
 /// section table checked), then the whole gallery with its HNSW graphs
-/// (memory-mapped) without and with the full CRC pass.
+/// (`--index`: whorl's, searched in place, or hnsw_rs's files) without and
+/// with the full CRC pass; and prints what the candidate stage keeps
+/// resident per template.
 pub fn open_time(a: GalleryArgs) -> Result<()> {
     let m = Manifest::load(&a.gallery)?;
     let templates: u64 = m.shards.iter().map(|s| s.templates).sum();
     println!(
-        "opening {} ({} shard(s), {templates} templates; page cache as it is)",
+        "opening {} ({} shard(s), {templates} templates, index {}; page cache as it is)",
         a.gallery.display(),
-        m.shards.len()
+        m.shards.len(),
+        a.index
     );
     println!("| what | ms |\n|---|---|");
     let t = Instant::now();
     let shards = m.shards.iter().map(|s| Shard::open(&a.gallery.join(&s.file))).collect::<Result<Vec<_>, _>>()?;
-    println!("| shard mapping alone (mmap, header, section table) | {:.2} |", t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "| shard mapping alone (mmap, header, section table, graph layout) | {:.2} |",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let resident: u64 = shards
+        .iter()
+        .map(|s| {
+            let l = s.vectors_layout();
+            let graphs: usize = s
+                .graphs()
+                .iter()
+                .map(|g| g.rows.len() + g.levels.len() + g.level0.len() + g.upper_index.len() + g.upper.len())
+                .sum();
+            (l.values.len() + l.scales.len() + graphs) as u64
+        })
+        .sum();
     drop(shards);
     for (verify, what) in
-        [(false, "gallery with HNSW graphs, no CRC pass"), (true, "gallery with HNSW graphs and a full CRC pass")]
+        [(false, "gallery with its graphs, no CRC pass"), (true, "gallery with its graphs and a full CRC pass")]
     {
-        let opts = GalleryOptions { verify_on_open: verify, build_missing_indexes: false, ..GalleryOptions::default() };
+        let opts = GalleryOptions {
+            verify_on_open: verify,
+            build_missing_indexes: false,
+            index_kind: a.index,
+            ..GalleryOptions::default()
+        };
         let t = Instant::now();
         let g = Gallery::open(&a.gallery, Embedder::default(), Matcher::default(), opts)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -273,6 +334,13 @@ pub fn open_time(a: GalleryArgs) -> Result<()> {
             bail!("shards left out: {:?}", g.problems());
         }
         println!("| {what} | {ms:.1} |");
+    }
+    if a.index == IndexKind::Whorl {
+        println!(
+            "\ncandidate stage, resident per template (vectors, scales and graphs as stored): {:.0} bytes ({} bytes in all)",
+            resident as f64 / templates.max(1) as f64,
+            resident
+        );
     }
     Ok(())
 }

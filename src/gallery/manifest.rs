@@ -8,6 +8,7 @@
 //! atomically (temporary file, fsync, rename, fsync of the folder).
 
 use crate::embed::EmbeddingId;
+use crate::index::VectorKind;
 use crate::mcc::MccParams;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -45,6 +46,9 @@ pub struct Manifest {
     pub embedding: EmbeddingId,
     /// The cylinder parameters every shard must be made with.
     pub mcc: MccParams,
+    /// How new shards (compaction, migration) store embeddings.
+    #[serde(default)]
+    pub vectors: VectorKind,
     /// Write-ahead-log records up to this sequence number are in the shards.
     pub applied_seq: u64,
     /// The shards.
@@ -77,7 +81,15 @@ pub enum ManifestError {
 impl Manifest {
     /// A new, empty manifest.
     pub fn new(embedding: EmbeddingId, mcc: MccParams) -> Manifest {
-        Manifest { format: 1, generation: 0, embedding, mcc, applied_seq: 0, shards: Vec::new() }
+        Manifest {
+            format: 1,
+            generation: 0,
+            embedding,
+            mcc,
+            vectors: VectorKind::F32,
+            applied_seq: 0,
+            shards: Vec::new(),
+        }
     }
 
     /// The file's bytes.

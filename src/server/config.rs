@@ -15,6 +15,8 @@
 //! path = "/srv/whorl/gallery"
 //! verify_on_open = true                 # CRC every section before serving a shard
 //! sync = "per-record"                   # or "group": enrolment durability
+//! index = "whorl"                       # or "hnsw_rs": whorl's graphs inside the shards (searched in
+//!                                       # place) or hnsw_rs files beside them (built when missing)
 //!
 //! [search]                              # see whorl::search::SearchConfig
 //! candidates_per_finger = 100
@@ -113,6 +115,8 @@ pub struct GallerySection {
     pub sync: SyncChoice,
     /// Build missing or stale indexes on open.
     pub build_missing_indexes: bool,
+    /// HNSW implementation searched: `whorl` (default) or `hnsw_rs`.
+    pub index: crate::index::IndexKind,
 }
 
 impl Default for GallerySection {
@@ -122,6 +126,7 @@ impl Default for GallerySection {
             verify_on_open: true,
             sync: SyncChoice::PerRecord,
             build_missing_indexes: true,
+            index: crate::index::IndexKind::Whorl,
         }
     }
 }

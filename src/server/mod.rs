@@ -104,6 +104,7 @@ fn open_searcher(cfg: &Config, gpu_slot: &mut Option<Arc<GpuRescorer>>) -> Resul
     let opts = GalleryOptions {
         verify_on_open: cfg.gallery.verify_on_open,
         build_missing_indexes: cfg.gallery.build_missing_indexes,
+        index_kind: cfg.gallery.index,
         sync: match cfg.gallery.sync {
             SyncChoice::PerRecord => SyncMode::PerRecord,
             SyncChoice::Group => SyncMode::Group,

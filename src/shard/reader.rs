@@ -7,27 +7,39 @@
 //! arrays (monotonic, ending at their section's length) — no typed slice
 //! is handed out before that. It reads only the header, the table and the
 //! offsets, so opening costs milliseconds whatever the shard's size.
+//! Format 2's graphs section is checked the same way: its headers, every
+//! array inside it, and each partition's rows (ascending, in range, of
+//! its finger position, every template in exactly one partition) — a few
+//! milliseconds per million templates, never a parse of the graph.
 //! [`Shard::verify`] checks every section's CRC32C.
+//!
+//! The map is shared (`Arc`): whorl's HNSW graphs keep it to search the
+//! graph and embedding sections in place.
 
 #![allow(unsafe_code)]
 
 use super::ShardError;
 use super::format::*;
 use crate::embed::EmbeddingId;
+use crate::index::layout::{self, GraphLayout};
+use crate::index::{Bytes, IndexParams, VectorKind, Vectors, VectorsLayout};
 use crate::mcc::PreparedRef;
 use crate::template::{FingerPosition, ImpressionType, Minutia, MinutiaKind, Template};
 use memmap2::Mmap;
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// An open, checked shard.
 #[derive(Debug)]
 pub struct Shard {
     path: PathBuf,
-    map: Mmap,
+    map: Arc<Mmap>,
     header: FileHeader,
     sections: Vec<(SectionKind, Range<usize>, u32)>,
+    vectors: VectorKind,
+    graphs: Vec<GraphLayout>,
 }
 
 impl Shard {
@@ -58,13 +70,14 @@ impl Shard {
             return Err(corrupt("header", 0, format!("file is {} bytes, the header needs {hsize}", map.len())));
         }
         let header: FileHeader = bytemuck::pod_read_unaligned(&map[..hsize]);
-        if header.version != VERSION {
+        if !VERSIONS_READ.contains(&header.version) {
             return Err(ShardError::Version { file: path.display().to_string(), found: header.version });
         }
+        let kinds = SectionKind::of_version(header.version);
         let esize = std::mem::size_of::<SectionEntry>();
         let count = header.section_count as usize;
         let table_end = hsize.saturating_add(count.saturating_mul(esize));
-        if count != SectionKind::ALL.len() || table_end > map.len() {
+        if count != kinds.len() || table_end > map.len() {
             return Err(corrupt(
                 "section table",
                 hsize as u64,
@@ -83,7 +96,7 @@ impl Shard {
         }
         let mut sections = Vec::with_capacity(count);
         let mut last_end = table_end as u64;
-        for (i, (e, want)) in table.iter().zip(SectionKind::ALL).enumerate() {
+        for (i, (e, &want)) in table.iter().zip(kinds).enumerate() {
             let at = (hsize + i * esize) as u64;
             let kind = SectionKind::from_code(e.kind).filter(|k| *k == want).ok_or_else(|| {
                 corrupt("section table", at, format!("entry {i} has kind {} (expected {})", e.kind, want as u32))
@@ -124,9 +137,62 @@ impl Shard {
             }
             gap_start = range.end;
         }
-        let shard = Shard { path: path.to_path_buf(), map, header, sections };
+        let vectors = match header.flags {
+            0 => VectorKind::F32,
+            FLAG_F16 => VectorKind::F16,
+            FLAG_I8 if header.version >= 2 => VectorKind::I8,
+            f => return Err(corrupt("header", 12, format!("unknown flags {f:#x}"))),
+        };
+        let mut shard =
+            Shard { path: path.to_path_buf(), map: Arc::new(map), header, sections, vectors, graphs: Vec::new() };
         shard.check_shapes()?;
+        shard.graphs = shard.check_graphs()?;
         Ok(shard)
+    }
+
+    /// Reads the graphs section's layout and checks that its partitions
+    /// hold every template once, in ascending order, under its own finger
+    /// position.
+    fn check_graphs(&self) -> Result<Vec<GraphLayout>, ShardError> {
+        let range = self.range(SectionKind::Graphs);
+        let graphs = layout::parse(self.section(SectionKind::Graphs), range.start).map_err(|e| match e {
+            crate::index::IndexError::Corrupt { offset, problem } => {
+                self.corrupt(SectionKind::Graphs, offset as usize, problem)
+            }
+            e => self.corrupt(SectionKind::Graphs, range.start, e.to_string()),
+        })?;
+        if graphs.is_empty() {
+            return Ok(graphs);
+        }
+        let fingers = self.section(SectionKind::FingerPosition);
+        let mut seen = 0usize;
+        let mut positions = std::collections::HashSet::new();
+        for g in &graphs {
+            let rows: &[u32] = bytemuck::try_cast_slice(&self.map[g.rows.clone()]).unwrap_or(&[]);
+            let ascending = rows.windows(2).all(|w| w[0] < w[1]);
+            let own = rows.iter().all(|&r| fingers.get(r as usize) == Some(&g.position));
+            if !positions.insert(g.position) || rows.len() != g.nodes || !ascending || !own {
+                // Name the finger positions when they are what changed.
+                let fr = self.range(SectionKind::FingerPosition);
+                if crc32c::crc32c(fingers) != self.section_crc(SectionKind::FingerPosition) {
+                    return Err(self.corrupt(SectionKind::FingerPosition, fr.start, "CRC32C mismatch".into()));
+                }
+                return Err(self.corrupt(
+                    SectionKind::Graphs,
+                    g.rows.start,
+                    format!("the graph of finger position {} does not list its templates in order", g.position),
+                ));
+            }
+            seen += rows.len();
+        }
+        if seen != self.len() {
+            return Err(self.corrupt(
+                SectionKind::Graphs,
+                range.start,
+                format!("graphs hold {seen} templates, the shard {}", self.len()),
+            ));
+        }
+        Ok(graphs)
     }
 
     fn corrupt(&self, kind: SectionKind, offset: usize, problem: String) -> ShardError {
@@ -143,8 +209,10 @@ impl Shard {
         let t = self.header.templates as usize;
         let s = self.header.subjects as usize;
         let dim = self.header.embedding_dim as usize;
-        let ew = if self.f16() { 2 } else { 4 };
+        let ew = self.vectors.value_bytes();
+        let scales = if self.header.version >= 2 { t.checked_mul(self.vectors.scale_bytes()) } else { Some(0) };
         let want = [
+            (SectionKind::EmbeddingScales, scales),
             (SectionKind::TemplateSubject, t.checked_mul(4)),
             (SectionKind::FingerPosition, Some(t)),
             (SectionKind::PreparedOffsets, t.checked_add(1).and_then(|x| x.checked_mul(8))),
@@ -257,7 +325,47 @@ impl Shard {
 
     /// Whether embeddings are stored as f16.
     pub fn f16(&self) -> bool {
-        self.header.flags & FLAG_F16 != 0
+        self.vectors == VectorKind::F16
+    }
+
+    /// How embeddings are stored.
+    pub fn vector_kind(&self) -> VectorKind {
+        self.vectors
+    }
+
+    /// Where the embeddings (and their scales) lie in the file.
+    pub fn vectors_layout(&self) -> VectorsLayout {
+        VectorsLayout {
+            kind: self.vectors,
+            dim: self.header.embedding_dim as usize,
+            values: self.range(SectionKind::Embeddings),
+            scales: self.range(SectionKind::EmbeddingScales),
+        }
+    }
+
+    /// The embeddings, read in place.
+    pub fn vectors(&self) -> Vectors<'_> {
+        let dim = self.header.embedding_dim as usize;
+        let empty = Vectors { rows: crate::index::vectors::Rows::F32(&[]), dim };
+        self.vectors_layout().view(&self.map).unwrap_or(empty)
+    }
+
+    /// The file's bytes, shared (for indexes searched in place).
+    pub fn bytes(&self) -> Bytes {
+        self.map.clone()
+    }
+
+    /// The checked layout of each finger position's graph (empty for
+    /// format 1 and for shards written without graphs).
+    pub fn graphs(&self) -> &[GraphLayout] {
+        &self.graphs
+    }
+
+    /// The parameters the graphs were built with, if the shard has graphs.
+    pub fn graph_params(&self) -> Option<IndexParams> {
+        let b = self.section(SectionKind::Graphs);
+        let h: layout::GraphsHeader = b.get(..64).map(bytemuck::pod_read_unaligned)?;
+        Some(IndexParams { max_connections: h.m as usize, ef_construction: h.ef_construction as usize })
     }
 
     /// The embedding the vectors were made with.
@@ -279,22 +387,18 @@ impl Shard {
         self.sections.iter().find(|s| s.0 == k).map(|s| s.2).unwrap_or(0)
     }
 
-    /// The f32 embeddings, row after row (`None` if stored as f16).
+    /// The f32 embeddings, row after row (`None` if stored otherwise).
     pub fn embeddings_f32(&self) -> Option<&[f32]> {
-        if self.f16() { None } else { bytemuck::try_cast_slice(self.section(SectionKind::Embeddings)).ok() }
+        match self.vectors {
+            VectorKind::F32 => bytemuck::try_cast_slice(self.section(SectionKind::Embeddings)).ok(),
+            _ => None,
+        }
     }
 
-    /// The embedding of template `t` as f32 (converted from f16 if needed).
+    /// The embedding of template `t` as f32 (converted from f16 or int8 if
+    /// needed); `out` is left as it is when `t` is out of range.
     pub fn embedding_into(&self, t: usize, out: &mut [f32]) {
-        let dim = self.header.embedding_dim as usize;
-        let s = self.section(SectionKind::Embeddings);
-        if self.f16() {
-            for (o, c) in out.iter_mut().zip(s[t * dim * 2..(t + 1) * dim * 2].chunks_exact(2)) {
-                *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        } else if let Some(all) = self.embeddings_f32() {
-            out.copy_from_slice(&all[t * dim..(t + 1) * dim]);
-        }
+        self.vectors().row_into(t, out);
     }
 
     /// The prepared cylinders of template `t`, read in place.

@@ -1,0 +1,412 @@
+//! Building an HNSW graph in parallel (Malkov and Yashunin 2018, algorithms
+//! 1 and 4, with hnswlib's choices: M neighbours chosen for a new node on
+//! every level, lists pruned to M (2·M on level 0) with the same heuristic,
+//! levels drawn with m_L = 1 / ln M).
+//!
+//! Threads insert nodes concurrently (rayon); each node's lists sit behind
+//! their own lock, held only to copy a list or to change it, never two at
+//! once; the entry point has its own lock, held for a whole insertion only
+//! by the rare node that becomes the new top.
+//!
+//! After the inserts, every node is searched for with its own vector
+//! (list of [`REPAIR_EF`]); one the search does not return is linked in
+//! from the nearest nodes it did return. Then every node must be reachable
+//! on level 0 from the entry point: a breadth-first walk finds those that
+//! are not (concurrent pruning can orphan a node), and each is linked in
+//! from its nearest reachable nodes; walk and repair repeat until none is
+//! left (at most a few rounds). A link added by either repair replaces,
+//! in a full list, the farthest neighbour that keeps another in-link.
+
+use super::layout::{BuiltGraph, MAX_LEVEL};
+use super::search::{Scratch, greedy, search_layer, with_scratch};
+use super::vectors::{Query, Vectors};
+use super::{IndexError, IndexParams};
+use rayon::prelude::*;
+use std::sync::{Mutex, MutexGuard};
+
+/// List length of the self-search that checks every node after the build.
+pub const REPAIR_EF: usize = 32;
+
+/// What the checks after the inserts found and repaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reachability {
+    /// Nodes a search for their own vector (list of [`REPAIR_EF`]) did not
+    /// return; each was linked in from the nodes that search found.
+    pub self_missed: usize,
+    /// Nodes unreachable from the entry after the inserts.
+    pub unreachable_before: usize,
+    /// Nodes linked in by the repair.
+    pub repaired: usize,
+    /// Nodes still unreachable after it (0 unless the repair gave up).
+    pub unreachable_after: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Builder<'a> {
+    v: Vectors<'a>,
+    rows: &'a [u32],
+    m: usize,
+    m0: usize,
+    efc: usize,
+    levels: Vec<u8>,
+    /// Per node, its list on each of its levels.
+    nodes: Vec<Mutex<Vec<Vec<u32>>>>,
+    /// Entry node and its level.
+    top: Mutex<(u32, usize)>,
+}
+
+impl super::search::Links for Builder<'_> {
+    fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+    fn links(&self, node: u32, level: usize, out: &mut Vec<u32>) {
+        out.clear();
+        if let Some(n) = self.nodes.get(node as usize) {
+            if let Some(l) = lock(n).get(level) {
+                out.extend_from_slice(l);
+            }
+        }
+    }
+}
+
+/// The level of node `i`: ⌊−ln U · m_L⌋ with U uniform in (0, 1], drawn
+/// from a hash of (seed, i) so a build is reproducible.
+fn draw_level(seed: u64, i: usize, ml: f64) -> u8 {
+    let mut z = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let u = ((z >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    ((-u.ln() * ml).floor() as usize).min(MAX_LEVEL) as u8
+}
+
+/// Builds the graph of one partition over `rows` of `v` (node i is row
+/// `rows[i]`), calling `progress(done, total)` as inserts complete.
+pub fn build(
+    v: Vectors<'_>,
+    rows: &[u32],
+    position: u8,
+    p: &IndexParams,
+    seed: u64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(BuiltGraph, Reachability), IndexError> {
+    p.check()?;
+    let n = rows.len();
+    if let Some(&r) = rows.iter().find(|&&r| r as usize >= v.len()) {
+        return Err(IndexError::Shape { len: r as usize, dim: v.len() });
+    }
+    if n == 0 {
+        return Ok((BuiltGraph { position, ..BuiltGraph::default() }, Reachability::default()));
+    }
+    let ml = 1.0 / (p.max_connections.max(2) as f64).ln();
+    let levels: Vec<u8> = (0..n).map(|i| draw_level(seed, i, ml)).collect();
+    let nodes = levels.iter().map(|&l| Mutex::new(vec![Vec::new(); l as usize + 1])).collect();
+    let b = Builder {
+        v,
+        rows,
+        m: p.max_connections,
+        m0: 2 * p.max_connections,
+        efc: p.ef_construction,
+        top: Mutex::new((0, levels[0] as usize)),
+        levels,
+        nodes,
+    };
+    let step = (n / 100).max(1000);
+    let mut done = 1;
+    progress(done, n);
+    while done < n {
+        let end = (done + step).min(n);
+        (done..end).into_par_iter().for_each(|i| with_scratch(|sc| b.insert(i as u32, sc)));
+        done = end;
+        progress(done, n);
+    }
+    let mut indegree = b.indegree();
+    let self_missed = b.self_repair(&mut indegree);
+    let mut reach = with_scratch(|sc| b.repair(sc));
+    reach.self_missed = self_missed;
+    Ok((b.flatten(position, (reach.repaired + self_missed) as u32), reach))
+}
+
+impl Builder<'_> {
+    fn score_fn<'s>(&'s self, q: &'s Query) -> impl Fn(u32) -> f32 + 's {
+        let scorer = self.v.scorer(q);
+        move |n: u32| self.rows.get(n as usize).map_or(f32::NEG_INFINITY, |&r| scorer.score(r as usize))
+    }
+
+    /// Scores of nodes against node `base` (f32 rows read in place).
+    fn node_score_fn<'s>(&'s self, base: u32, tmp: &'s mut Query) -> impl Fn(u32) -> f32 + 's {
+        let scorer = self.v.row_scorer(self.rows[base as usize] as usize, tmp);
+        move |n: u32| self.rows.get(n as usize).map_or(f32::NEG_INFINITY, |&r| scorer.score(r as usize))
+    }
+
+    fn prefetch_fn<'s>(&'s self, q: &'s Query) -> impl Fn(u32) + 's {
+        let scorer = self.v.scorer(q);
+        move |n: u32| {
+            if let Some(&r) = self.rows.get(n as usize) {
+                scorer.prefetch(r as usize)
+            }
+        }
+    }
+
+    /// Walks down from the entry to `level` + 1 and searches each level
+    /// from there to 0, calling `each(level, results best first)`.
+    #[allow(clippy::too_many_arguments)]
+    fn descend(
+        &self,
+        q: &Query,
+        from: (u32, usize),
+        level: usize,
+        ef: usize,
+        filter: Option<&dyn Fn(u32) -> bool>,
+        sc: &mut Scratch,
+        mut each: impl FnMut(usize, &[(f32, u32)], &mut Scratch),
+    ) {
+        let score = self.score_fn(q);
+        let prefetch = self.prefetch_fn(q);
+        let (entry, top) = from;
+        let mut cur = (score(entry), entry);
+        for l in (level + 1..=top).rev() {
+            cur = greedy(self, &score, cur, l, &mut sc.buf);
+        }
+        let mut found: Vec<(f32, u32)> = Vec::with_capacity(ef + 1);
+        for l in (0..=level.min(top)).rev() {
+            search_layer(self, &score, &prefetch, cur, ef, l, filter, sc);
+            found.clear();
+            found.extend(sc.results.drain().map(|std::cmp::Reverse((s, id))| (s.0, id)));
+            found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            if let Some(&best) = found.first() {
+                cur = best;
+            }
+            each(l, &found, sc);
+        }
+    }
+
+    fn insert(&self, i: u32, sc: &mut Scratch) {
+        let level = self.levels[i as usize] as usize;
+        let mut q = std::mem::take(&mut sc.query);
+        self.v.prepare_row(self.rows[i as usize] as usize, &mut q);
+        let guard = lock(&self.top);
+        let from = *guard;
+        let hold = if level > from.1 {
+            Some(guard)
+        } else {
+            drop(guard);
+            None
+        };
+        self.descend(&q, from, level, self.efc, None, sc, |l, found, sc| {
+            let cands: Vec<(f32, u32)> = found.iter().copied().filter(|c| c.1 != i).collect();
+            let chosen = self.select(&cands, self.m, sc);
+            if let Some(list) = lock(&self.nodes[i as usize]).get_mut(l) {
+                list.clone_from(&chosen);
+            }
+            for &e in &chosen {
+                self.connect(e, i, l, sc);
+            }
+        });
+        if let Some(mut top) = hold {
+            *top = (i, level);
+        }
+        sc.query = q;
+    }
+
+    /// The heuristic of algorithm 4: walking `cands` best first, keep a
+    /// candidate unless it is closer to one already kept than to the base.
+    fn select(&self, cands: &[(f32, u32)], m: usize, sc: &mut Scratch) -> Vec<u32> {
+        if cands.len() <= m {
+            return cands.iter().map(|c| c.1).collect();
+        }
+        let mut out: Vec<u32> = Vec::with_capacity(m);
+        for &(to_base, c) in cands {
+            if out.len() >= m {
+                break;
+            }
+            if !out.is_empty() {
+                let score = self.node_score_fn(c, &mut sc.query2);
+                if out.iter().any(|&s| score(s) > to_base) {
+                    continue;
+                }
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// Adds `i` to the level-`l` list of `e`, pruning it when full.
+    fn connect(&self, e: u32, i: u32, l: usize, sc: &mut Scratch) {
+        let cap = if l == 0 { self.m0 } else { self.m };
+        let mut g = lock(&self.nodes[e as usize]);
+        let Some(list) = g.get_mut(l) else { return };
+        if list.contains(&i) {
+            return;
+        }
+        if list.len() < cap {
+            list.push(i);
+            return;
+        }
+        let mut cands: Vec<(f32, u32)> = {
+            let score = self.node_score_fn(e, &mut sc.query2);
+            list.iter().chain(std::iter::once(&i)).map(|&x| (score(x), x)).collect()
+        };
+        cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        *list = self.select(&cands, cap, sc);
+    }
+
+    /// Which nodes a level-0 walk from the entry can reach.
+    fn reachable(&self) -> Vec<bool> {
+        let n = self.nodes.len();
+        let mut seen = vec![false; n];
+        let entry = lock(&self.top).0 as usize;
+        let mut stack = vec![entry];
+        seen[entry] = true;
+        while let Some(x) = stack.pop() {
+            for &y in &lock(&self.nodes[x])[0] {
+                if let Some(s) = seen.get_mut(y as usize).filter(|s| !**s) {
+                    *s = true;
+                    stack.push(y as usize);
+                }
+            }
+        }
+        seen
+    }
+
+    /// Level-0 in-degree of every node.
+    fn indegree(&self) -> Vec<u32> {
+        let mut d = vec![0u32; self.nodes.len()];
+        for n in &self.nodes {
+            for &y in &lock(n)[0] {
+                if let Some(x) = d.get_mut(y as usize) {
+                    *x += 1;
+                }
+            }
+        }
+        d
+    }
+
+    /// Searches every node with its own vector; links in those not found
+    /// from the nodes the search found. Returns how many were linked in.
+    fn self_repair(&self, indegree: &mut [u32]) -> usize {
+        let n = self.nodes.len() as u32;
+        let missed: Vec<(u32, Vec<u32>)> = (0..n)
+            .into_par_iter()
+            .filter_map(|i| {
+                with_scratch(|sc| {
+                    let mut q = std::mem::take(&mut sc.query);
+                    self.v.prepare_row(self.rows[i as usize] as usize, &mut q);
+                    let from = *lock(&self.top);
+                    let (mut hit, mut near) = (false, Vec::new());
+                    self.descend(&q, from, 0, REPAIR_EF, None, sc, |_, found, _| {
+                        hit = found.first().is_some_and(|c| c.1 == i);
+                        near = found.iter().map(|c| c.1).filter(|&x| x != i).collect();
+                    });
+                    sc.query = q;
+                    (!hit).then_some((i, near))
+                })
+            })
+            .collect();
+        with_scratch(|sc| missed.iter().filter(|(u, near)| self.attach(*u, near, indegree, sc)).count())
+    }
+
+    fn repair(&self, sc: &mut Scratch) -> Reachability {
+        let mut r = Reachability::default();
+        for round in 0..4 {
+            let reach = self.reachable();
+            let lost: Vec<u32> = (0..reach.len() as u32).filter(|&i| !reach[i as usize]).collect();
+            if round == 0 {
+                r.unreachable_before = lost.len();
+            }
+            r.unreachable_after = lost.len();
+            if lost.is_empty() {
+                break;
+            }
+            let mut indegree = self.indegree();
+            for &u in &lost {
+                let mut q = std::mem::take(&mut sc.query);
+                self.v.prepare_row(self.rows[u as usize] as usize, &mut q);
+                let from = *lock(&self.top);
+                let ok = |x: u32| x != u && reach.get(x as usize).copied().unwrap_or(false);
+                let mut near: Vec<u32> = Vec::new();
+                self.descend(&q, from, 0, self.efc, Some(&ok), sc, |_, found, _| {
+                    near = found.iter().map(|c| c.1).collect()
+                });
+                sc.query = q;
+                if self.attach(u, &near, &mut indegree, sc) {
+                    r.repaired += 1;
+                }
+            }
+        }
+        r
+    }
+
+    /// Links `u` from the first of `near` (best first) that can take it:
+    /// one with room, or else one with a neighbour that another node also
+    /// links to (the farthest such is replaced).
+    fn attach(&self, u: u32, near: &[u32], indegree: &mut [u32], sc: &mut Scratch) -> bool {
+        for &r in near {
+            let score = self.node_score_fn(r, &mut sc.query2);
+            let mut g = lock(&self.nodes[r as usize]);
+            let list = &mut g[0];
+            if list.contains(&u) {
+                continue;
+            }
+            if list.len() < self.m0 {
+                list.push(u);
+                indegree[u as usize] += 1;
+                return true;
+            }
+            let victim = list
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| indegree.get(**w as usize).is_some_and(|&d| d >= 2))
+                .min_by(|a, b| score(*a.1).total_cmp(&score(*b.1)))
+                .map(|(k, _)| k);
+            if let Some(k) = victim {
+                indegree[list[k] as usize] -= 1;
+                list[k] = u;
+                indegree[u as usize] += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn flatten(self, position: u8, repaired: u32) -> BuiltGraph {
+        let (m, m0) = (self.m, self.m0);
+        let (entry, max_level) = *lock(&self.top);
+        let n = self.nodes.len();
+        let mut g = BuiltGraph {
+            position,
+            rows: self.rows.to_vec(),
+            levels: self.levels,
+            level0: Vec::with_capacity(n * (m0 + 1)),
+            upper_index: Vec::with_capacity(n),
+            upper: Vec::new(),
+            entry,
+            max_level: max_level as u32,
+            repaired,
+        };
+        let mut blocks = 0u32;
+        for node in self.nodes {
+            let lists = node.into_inner().unwrap_or_else(|p| p.into_inner());
+            let put = |out: &mut Vec<u32>, list: &[u32], width: usize| {
+                let len = list.len().min(width);
+                out.push(len as u32);
+                out.extend_from_slice(&list[..len]);
+                out.extend(std::iter::repeat_n(u32::MAX, width - len));
+            };
+            put(&mut g.level0, &lists[0], m0);
+            if lists.len() > 1 {
+                g.upper_index.push(blocks);
+                for list in &lists[1..] {
+                    put(&mut g.upper, list, m);
+                    blocks += 1;
+                }
+            } else {
+                g.upper_index.push(u32::MAX);
+            }
+        }
+        g
+    }
+}
