@@ -18,7 +18,7 @@
 //! in a full list, the farthest neighbour that keeps another in-link.
 
 use super::layout::{BuiltGraph, MAX_LEVEL};
-use super::search::{Scratch, greedy, search_layer, with_scratch};
+use super::search::{NodeScorer, Scratch, greedy, search_layer, with_scratch};
 use super::vectors::{Query, Vectors};
 use super::{IndexError, IndexParams};
 use rayon::prelude::*;
@@ -64,10 +64,10 @@ impl super::search::Links for Builder<'_> {
     }
     fn links(&self, node: u32, level: usize, out: &mut Vec<u32>) {
         out.clear();
-        if let Some(n) = self.nodes.get(node as usize) {
-            if let Some(l) = lock(n).get(level) {
-                out.extend_from_slice(l);
-            }
+        if let Some(n) = self.nodes.get(node as usize)
+            && let Some(l) = lock(n).get(level)
+        {
+            out.extend_from_slice(l);
         }
     }
 }
@@ -131,24 +131,13 @@ pub fn build(
 }
 
 impl Builder<'_> {
-    fn score_fn<'s>(&'s self, q: &'s Query) -> impl Fn(u32) -> f32 + 's {
-        let scorer = self.v.scorer(q);
-        move |n: u32| self.rows.get(n as usize).map_or(f32::NEG_INFINITY, |&r| scorer.score(r as usize))
+    fn scorer<'s>(&'s self, q: &'s Query) -> NodeScorer<'s, 's> {
+        NodeScorer { rows: self.rows, scorer: self.v.scorer(q) }
     }
 
     /// Scores of nodes against node `base` (f32 rows read in place).
-    fn node_score_fn<'s>(&'s self, base: u32, tmp: &'s mut Query) -> impl Fn(u32) -> f32 + 's {
-        let scorer = self.v.row_scorer(self.rows[base as usize] as usize, tmp);
-        move |n: u32| self.rows.get(n as usize).map_or(f32::NEG_INFINITY, |&r| scorer.score(r as usize))
-    }
-
-    fn prefetch_fn<'s>(&'s self, q: &'s Query) -> impl Fn(u32) + 's {
-        let scorer = self.v.scorer(q);
-        move |n: u32| {
-            if let Some(&r) = self.rows.get(n as usize) {
-                scorer.prefetch(r as usize)
-            }
-        }
+    fn base_scorer<'s>(&'s self, base: u32, tmp: &'s mut Query) -> NodeScorer<'s, 's> {
+        NodeScorer { rows: self.rows, scorer: self.v.row_scorer(self.rows[base as usize] as usize, tmp) }
     }
 
     /// Walks down from the entry to `level` + 1 and searches each level
@@ -164,16 +153,15 @@ impl Builder<'_> {
         sc: &mut Scratch,
         mut each: impl FnMut(usize, &[(f32, u32)], &mut Scratch),
     ) {
-        let score = self.score_fn(q);
-        let prefetch = self.prefetch_fn(q);
+        let nodes = self.scorer(q);
         let (entry, top) = from;
-        let mut cur = (score(entry), entry);
+        let mut cur = (nodes.score(entry), entry);
         for l in (level + 1..=top).rev() {
-            cur = greedy(self, &score, cur, l, &mut sc.buf);
+            cur = greedy(self, &nodes, cur, l, &mut sc.buf);
         }
         let mut found: Vec<(f32, u32)> = Vec::with_capacity(ef + 1);
         for l in (0..=level.min(top)).rev() {
-            search_layer(self, &score, &prefetch, cur, ef, l, filter, sc);
+            search_layer(self, &nodes, cur, ef, l, filter, sc);
             found.clear();
             found.extend(sc.results.drain().map(|std::cmp::Reverse((s, id))| (s.0, id)));
             found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -224,8 +212,8 @@ impl Builder<'_> {
                 break;
             }
             if !out.is_empty() {
-                let score = self.node_score_fn(c, &mut sc.query2);
-                if out.iter().any(|&s| score(s) > to_base) {
+                let nodes = self.base_scorer(c, &mut sc.query2);
+                if out.iter().any(|&s| nodes.score(s) > to_base) {
                     continue;
                 }
             }
@@ -247,8 +235,8 @@ impl Builder<'_> {
             return;
         }
         let mut cands: Vec<(f32, u32)> = {
-            let score = self.node_score_fn(e, &mut sc.query2);
-            list.iter().chain(std::iter::once(&i)).map(|&x| (score(x), x)).collect()
+            let nodes = self.base_scorer(e, &mut sc.query2);
+            list.iter().chain(std::iter::once(&i)).map(|&x| (nodes.score(x), x)).collect()
         };
         cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         *list = self.select(&cands, cap, sc);
@@ -345,7 +333,7 @@ impl Builder<'_> {
     /// links to (the farthest such is replaced).
     fn attach(&self, u: u32, near: &[u32], indegree: &mut [u32], sc: &mut Scratch) -> bool {
         for &r in near {
-            let score = self.node_score_fn(r, &mut sc.query2);
+            let nodes = self.base_scorer(r, &mut sc.query2);
             let mut g = lock(&self.nodes[r as usize]);
             let list = &mut g[0];
             if list.contains(&u) {
@@ -360,7 +348,7 @@ impl Builder<'_> {
                 .iter()
                 .enumerate()
                 .filter(|(_, w)| indegree.get(**w as usize).is_some_and(|&d| d >= 2))
-                .min_by(|a, b| score(*a.1).total_cmp(&score(*b.1)))
+                .min_by(|a, b| nodes.score(*a.1).total_cmp(&nodes.score(*b.1)))
                 .map(|(k, _)| k);
             if let Some(k) = victim {
                 indegree[list[k] as usize] -= 1;

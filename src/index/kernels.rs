@@ -147,7 +147,10 @@ fn dot_i8_portable(q: &[i16], row: &[i8]) -> i32 {
     s
 }
 
+// AVX-512 intrinsics are stable from Rust 1.89; the `whorl_avx512` cfg
+// (build.rs) compiles them only there, so the 1.88 MSRV still builds.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::incompatible_msrv)]
 mod x86 {
     use super::{Kernels, Tier, dot_f16_portable, dot_f32_portable, dot_i8_portable};
     use std::arch::x86_64::*;

@@ -5,7 +5,7 @@
 
 use super::build::{Reachability, build};
 use super::layout::{self, GraphLayout, GraphRef};
-use super::search::{Links, greedy, search_layer, take_results, with_scratch};
+use super::search::{Links, NodeScorer, greedy, search_layer, take_results, with_scratch};
 use super::vectors::{Rows, VectorKind, Vectors};
 use super::{CandidateIndex, Hit, IndexError, IndexKind, IndexParams};
 use std::ops::Range;
@@ -35,9 +35,10 @@ impl AlignedBytes {
     pub fn zeroed(len: usize) -> AlignedBytes {
         AlignedBytes { words: vec![0u64; len.div_ceil(8)], len }
     }
+}
 
-    /// The bytes, to fill.
-    pub fn as_mut(&mut self) -> &mut [u8] {
+impl AsMut<[u8]> for AlignedBytes {
+    fn as_mut(&mut self) -> &mut [u8] {
         &mut bytemuck::cast_slice_mut::<u64, u8>(&mut self.words)[..self.len]
     }
 }
@@ -220,19 +221,12 @@ impl MappedGraph {
         Ok(with_scratch(|sc| {
             let mut query = std::mem::take(&mut sc.query);
             v.prepare(q, &mut query);
-            let scorer = v.scorer(&query);
-            let rows = g.rows;
-            let score = |n: u32| rows.get(n as usize).map_or(f32::NEG_INFINITY, |&r| scorer.score(r as usize));
-            let prefetch = |n: u32| {
-                if let Some(&r) = rows.get(n as usize) {
-                    scorer.prefetch(r as usize);
-                }
-            };
-            let mut cur = (score(g.entry), g.entry);
+            let nodes = NodeScorer { rows: g.rows, scorer: v.scorer(&query) };
+            let mut cur = (nodes.score(g.entry), g.entry);
             for l in (1..=g.max_level).rev() {
-                cur = greedy(&g, &score, cur, l, &mut sc.buf);
+                cur = greedy(&g, &nodes, cur, l, &mut sc.buf);
             }
-            search_layer(&g, &score, &prefetch, cur, ef.max(k), 0, filter, sc);
+            search_layer(&g, &nodes, cur, ef.max(k), 0, filter, sc);
             let out = take_results(sc, k);
             sc.query = query;
             out
