@@ -41,7 +41,7 @@ pub struct CandidatesArgs {
     #[arg(long, default_value_t = 200)]
     pub(super) ef_construction: usize,
     /// ef values to measure.
-    #[arg(long, value_delimiter = ',', default_value = "10,16,24,32,48,64,96,128,192,256,384,512")]
+    #[arg(long, value_delimiter = ',', default_value = "10,16,24,32,48,64,96,128,192,256,384,512,768,1024")]
     pub(super) ef: Vec<usize>,
     /// k of recall@k.
     #[arg(long, default_value_t = 10)]

@@ -39,8 +39,9 @@ pub struct BuildArgs {
     /// Store embeddings as f16 (same as `--vectors f16`).
     #[arg(long)]
     f16: bool,
-    /// How embeddings are stored: f32, f16 or int8.
-    #[arg(long, default_value = "f32", value_parser = parse_vectors)]
+    /// How embeddings are stored: int8 (a quarter of f32's bytes, same
+    /// recall: benches/reports/index/), f16 or f32.
+    #[arg(long, default_value = "int8", value_parser = parse_vectors)]
     vectors: VectorKind,
     /// HNSW implementation the gallery is built for: whorl (graphs inside
     /// the shards) or hnsw_rs (also its files beside them).

@@ -22,7 +22,8 @@ use std::time::Instant;
 pub struct BuildOptions {
     /// Templates per shard.
     pub shard_size: usize,
-    /// How embeddings are stored.
+    /// How embeddings are stored (default int8: a quarter of f32's bytes
+    /// for the same candidate recall, see `benches/reports/index/`).
     pub vectors: VectorKind,
     /// Which HNSW implementation the gallery is built for (whorl's graphs
     /// are always written into the shards; hnsw_rs adds its files).
@@ -37,7 +38,7 @@ impl Default for BuildOptions {
     fn default() -> BuildOptions {
         BuildOptions {
             shard_size: 1_000_000,
-            vectors: VectorKind::F32,
+            vectors: VectorKind::I8,
             index_kind: IndexKind::Whorl,
             index: IndexParams::default(),
             batch: 4096,

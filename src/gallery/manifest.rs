@@ -46,7 +46,8 @@ pub struct Manifest {
     pub embedding: EmbeddingId,
     /// The cylinder parameters every shard must be made with.
     pub mcc: MccParams,
-    /// How new shards (compaction, migration) store embeddings.
+    /// How new shards (compaction) store embeddings (f32 for manifests
+    /// written before the field existed).
     #[serde(default)]
     pub vectors: VectorKind,
     /// Write-ahead-log records up to this sequence number are in the shards.
@@ -79,14 +80,14 @@ pub enum ManifestError {
 }
 
 impl Manifest {
-    /// A new, empty manifest.
+    /// A new, empty manifest (int8 embeddings, the build default).
     pub fn new(embedding: EmbeddingId, mcc: MccParams) -> Manifest {
         Manifest {
             format: 1,
             generation: 0,
             embedding,
             mcc,
-            vectors: VectorKind::F32,
+            vectors: VectorKind::I8,
             applied_seq: 0,
             shards: Vec::new(),
         }
