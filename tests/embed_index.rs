@@ -241,9 +241,19 @@ fn every_point_is_reachable_and_finds_itself() {
         let p = IndexParams { max_connections: 8, ef_construction: 64 };
         let (graph, reach) = MappedGraph::build(bytes, layout, &rows, 0, &p, &mut |_, _| {}).unwrap();
         assert_eq!((reach.unreachable_after, graph.unreachable().unwrap()), (0, 0), "{kind}: {reach:?}");
-        let found =
-            (0..4000).filter(|&i| graph.search(&g[i * d..(i + 1) * d], 1, 32).unwrap()[0].id == i as u32).count();
-        assert!(found >= 3990, "{kind}: {found} of 4000 points find themselves at ef 32");
+        // Found: the point itself, or a duplicate of it ranked first (the
+        // synthetic gallery holds a few identical embeddings).
+        let row = |i: usize| &g[i * d..(i + 1) * d];
+        let found = (0..4000)
+            .filter(|&i| {
+                let top = graph.search(row(i), 1, 32).unwrap()[0].id as usize;
+                top == i || row(top) == row(i)
+            })
+            .count();
+        // The build checks each point with its stored vector as the query:
+        // f32 queries are those, int8 ones are quantised after the query.
+        let want = if kind == VectorKind::F32 { 3998 } else { 3990 };
+        assert!(found >= want, "{kind}: {found} of 4000 points find themselves at ef 32 ({reach:?})");
     }
 }
 

@@ -8,9 +8,11 @@
 //! once; the entry point has its own lock, held for a whole insertion only
 //! by the rare node that becomes the new top.
 //!
-//! After the inserts, every node is searched for with its own vector
-//! (list of [`REPAIR_EF`]); one the search does not return is linked in
-//! from the nearest nodes it did return. Then every node must be reachable
+//! After the inserts (`repair.rs`), every node is searched for with its own
+//! stored vector, scored over the vectors the graph will serve from (list
+//! of [`REPAIR_EF`]); one the search does not return (first, or tied with
+//! the first) is linked in from the nearest nodes it did return, and the
+//! nodes missed or displaced are searched again (a few rounds). Then every node must be reachable
 //! on level 0 from the entry point: a breadth-first walk finds those that
 //! are not (concurrent pruning can orphan a node), and each is linked in
 //! from its nearest reachable nodes; walk and repair repeat until none is
@@ -41,21 +43,21 @@ pub struct Reachability {
     pub unreachable_after: usize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct Builder<'a> {
-    v: Vectors<'a>,
-    rows: &'a [u32],
-    m: usize,
-    m0: usize,
-    efc: usize,
-    levels: Vec<u8>,
+pub(super) struct Builder<'a> {
+    pub(super) v: Vectors<'a>,
+    pub(super) rows: &'a [u32],
+    pub(super) m: usize,
+    pub(super) m0: usize,
+    pub(super) efc: usize,
+    pub(super) levels: Vec<u8>,
     /// Per node, its list on each of its levels.
-    nodes: Vec<Mutex<Vec<Vec<u32>>>>,
+    pub(super) nodes: Vec<Mutex<Vec<Vec<u32>>>>,
     /// Entry node and its level.
-    top: Mutex<(u32, usize)>,
+    pub(super) top: Mutex<(u32, usize)>,
 }
 
 impl super::search::Links for Builder<'_> {
@@ -108,7 +110,7 @@ pub fn build(
         return Err(IndexError::Shape { len: r as usize, dim: v.len() });
     }
     if v.kind() == VectorKind::I8 {
-        return build_over(v, rows, rows, position, p, seed, progress);
+        return build_over(v, rows, v, rows, position, p, seed, progress);
     }
     // Float rows: build over an int8 copy of this partition's rows, node i
     // being row i of the copy.
@@ -124,7 +126,7 @@ pub fn build(
     }
     let copy = Vectors { rows: Rows::I8 { values: &values, scales: &scales }, dim };
     let local: Vec<u32> = (0..rows.len() as u32).collect();
-    build_over(copy, &local, rows, position, p, seed, progress)
+    build_over(copy, &local, v, rows, position, p, seed, progress)
 }
 
 /// As [`build`], scoring the stored rows as they are during the build
@@ -141,13 +143,17 @@ pub fn build_in_place(
     if let Some(&r) = rows.iter().find(|&&r| r as usize >= v.len()) {
         return Err(IndexError::Shape { len: r as usize, dim: v.len() });
     }
-    build_over(v, rows, rows, position, p, seed, progress)
+    build_over(v, rows, v, rows, position, p, seed, progress)
 }
 
-/// Builds over rows `local` of `v`; the graph records `rows` as its nodes' rows.
+/// Inserts rows `local` of `ins` (the build's scoring), then checks and
+/// repairs the graph scoring `v`, rows `rows` (the vectors it will serve
+/// from, so the self-search of the checks is the search a client runs).
+#[allow(clippy::too_many_arguments)]
 fn build_over(
-    v: Vectors<'_>,
+    ins: Vectors<'_>,
     local: &[u32],
+    v: Vectors<'_>,
     rows: &[u32],
     position: u8,
     p: &IndexParams,
@@ -162,7 +168,7 @@ fn build_over(
     let levels: Vec<u8> = (0..n).map(|i| draw_level(seed, i, ml)).collect();
     let nodes = levels.iter().map(|&l| Mutex::new(vec![Vec::new(); l as usize + 1])).collect();
     let b = Builder {
-        v,
+        v: ins,
         rows: local,
         m: p.max_connections,
         m0: 2 * p.max_connections,
@@ -180,13 +186,13 @@ fn build_over(
         done = end;
         progress(done, n);
     }
+    // The same lists, scored over the vectors served from.
+    let b = Builder { v, rows, ..b };
     let mut indegree = b.indegree();
     let self_missed = b.self_repair(&mut indegree);
     let mut reach = with_scratch(|sc| b.repair(sc));
     reach.self_missed = self_missed;
-    let mut g = b.flatten(position, (reach.repaired + self_missed) as u32);
-    g.rows = rows.to_vec();
-    Ok((g, reach))
+    Ok((b.flatten(position, (reach.repaired + self_missed) as u32), reach))
 }
 
 impl Builder<'_> {
@@ -195,14 +201,14 @@ impl Builder<'_> {
     }
 
     /// Scores of nodes against node `base` (f32 rows read in place).
-    fn base_scorer<'s>(&'s self, base: u32, tmp: &'s mut Query) -> NodeScorer<'s, 's> {
+    pub(super) fn base_scorer<'s>(&'s self, base: u32, tmp: &'s mut Query) -> NodeScorer<'s, 's> {
         NodeScorer { rows: self.rows, scorer: self.v.row_scorer(self.rows[base as usize] as usize, tmp) }
     }
 
     /// Walks down from the entry to `level` + 1 and searches each level
     /// from there to 0, calling `each(level, results best first)`.
     #[allow(clippy::too_many_arguments)]
-    fn descend(
+    pub(super) fn descend(
         &self,
         q: &Query,
         from: (u32, usize),
@@ -299,124 +305,6 @@ impl Builder<'_> {
         };
         cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         *list = self.select(&cands, cap, sc);
-    }
-
-    /// Which nodes a level-0 walk from the entry can reach.
-    fn reachable(&self) -> Vec<bool> {
-        let n = self.nodes.len();
-        let mut seen = vec![false; n];
-        let entry = lock(&self.top).0 as usize;
-        let mut stack = vec![entry];
-        seen[entry] = true;
-        while let Some(x) = stack.pop() {
-            for &y in &lock(&self.nodes[x])[0] {
-                if let Some(s) = seen.get_mut(y as usize).filter(|s| !**s) {
-                    *s = true;
-                    stack.push(y as usize);
-                }
-            }
-        }
-        seen
-    }
-
-    /// Level-0 in-degree of every node.
-    fn indegree(&self) -> Vec<u32> {
-        let mut d = vec![0u32; self.nodes.len()];
-        for n in &self.nodes {
-            for &y in &lock(n)[0] {
-                if let Some(x) = d.get_mut(y as usize) {
-                    *x += 1;
-                }
-            }
-        }
-        d
-    }
-
-    /// Searches every node with its own vector; links in those not found
-    /// from the nodes the search found. Returns how many were linked in.
-    fn self_repair(&self, indegree: &mut [u32]) -> usize {
-        let n = self.nodes.len() as u32;
-        let missed: Vec<(u32, Vec<u32>)> = (0..n)
-            .into_par_iter()
-            .filter_map(|i| {
-                with_scratch(|sc| {
-                    let mut q = std::mem::take(&mut sc.query);
-                    self.v.prepare_row(self.rows[i as usize] as usize, &mut q);
-                    let from = *lock(&self.top);
-                    let (mut hit, mut near) = (false, Vec::new());
-                    self.descend(&q, from, 0, REPAIR_EF, None, sc, |_, found, _| {
-                        hit = found.first().is_some_and(|c| c.1 == i);
-                        near = found.iter().map(|c| c.1).filter(|&x| x != i).collect();
-                    });
-                    sc.query = q;
-                    (!hit).then_some((i, near))
-                })
-            })
-            .collect();
-        with_scratch(|sc| missed.iter().filter(|(u, near)| self.attach(*u, near, indegree, sc)).count())
-    }
-
-    fn repair(&self, sc: &mut Scratch) -> Reachability {
-        let mut r = Reachability::default();
-        for round in 0..4 {
-            let reach = self.reachable();
-            let lost: Vec<u32> = (0..reach.len() as u32).filter(|&i| !reach[i as usize]).collect();
-            if round == 0 {
-                r.unreachable_before = lost.len();
-            }
-            r.unreachable_after = lost.len();
-            if lost.is_empty() {
-                break;
-            }
-            let mut indegree = self.indegree();
-            for &u in &lost {
-                let mut q = std::mem::take(&mut sc.query);
-                self.v.prepare_row(self.rows[u as usize] as usize, &mut q);
-                let from = *lock(&self.top);
-                let ok = |x: u32| x != u && reach.get(x as usize).copied().unwrap_or(false);
-                let mut near: Vec<u32> = Vec::new();
-                self.descend(&q, from, 0, self.efc, Some(&ok), sc, |_, found, _| {
-                    near = found.iter().map(|c| c.1).collect()
-                });
-                sc.query = q;
-                if self.attach(u, &near, &mut indegree, sc) {
-                    r.repaired += 1;
-                }
-            }
-        }
-        r
-    }
-
-    /// Links `u` from the first of `near` (best first) that can take it:
-    /// one with room, or else one with a neighbour that another node also
-    /// links to (the farthest such is replaced).
-    fn attach(&self, u: u32, near: &[u32], indegree: &mut [u32], sc: &mut Scratch) -> bool {
-        for &r in near {
-            let nodes = self.base_scorer(r, &mut sc.query2);
-            let mut g = lock(&self.nodes[r as usize]);
-            let list = &mut g[0];
-            if list.contains(&u) {
-                continue;
-            }
-            if list.len() < self.m0 {
-                list.push(u);
-                indegree[u as usize] += 1;
-                return true;
-            }
-            let victim = list
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| indegree.get(**w as usize).is_some_and(|&d| d >= 2))
-                .min_by(|a, b| nodes.score(*a.1).total_cmp(&nodes.score(*b.1)))
-                .map(|(k, _)| k);
-            if let Some(k) = victim {
-                indegree[list[k] as usize] -= 1;
-                list[k] = u;
-                indegree[u as usize] += 1;
-                return true;
-            }
-        }
-        false
     }
 
     fn flatten(self, position: u8, repaired: u32) -> BuiltGraph {

@@ -18,6 +18,7 @@ pub mod hnsw;
 pub mod kernels;
 pub mod layout;
 pub mod mapped;
+mod repair;
 pub mod saved;
 pub(crate) mod search;
 pub mod vectors;

@@ -47,7 +47,9 @@
 //! holds the crate's memory-mapping `unsafe` (in `reader.rs`).
 
 pub mod format;
+mod graphs;
 mod reader;
+mod records;
 mod writer;
 
 pub use format::SectionKind;

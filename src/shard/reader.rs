@@ -23,8 +23,6 @@ use super::format::*;
 use crate::embed::EmbeddingId;
 use crate::index::layout::{self, GraphLayout};
 use crate::index::{Bytes, IndexParams, VectorKind, Vectors, VectorsLayout};
-use crate::mcc::PreparedRef;
-use crate::template::{FingerPosition, ImpressionType, Minutia, MinutiaKind, Template};
 use memmap2::Mmap;
 use std::fs::File;
 use std::ops::Range;
@@ -35,7 +33,7 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Shard {
     path: PathBuf,
-    map: Arc<Mmap>,
+    pub(super) map: Arc<Mmap>,
     header: FileHeader,
     sections: Vec<(SectionKind, Range<usize>, u32)>,
     vectors: VectorKind,
@@ -150,52 +148,7 @@ impl Shard {
         Ok(shard)
     }
 
-    /// Reads the graphs section's layout and checks that its partitions
-    /// hold every template once, in ascending order, under its own finger
-    /// position.
-    fn check_graphs(&self) -> Result<Vec<GraphLayout>, ShardError> {
-        let range = self.range(SectionKind::Graphs);
-        let graphs = layout::parse(self.section(SectionKind::Graphs), range.start).map_err(|e| match e {
-            crate::index::IndexError::Corrupt { offset, problem } => {
-                self.corrupt(SectionKind::Graphs, offset as usize, problem)
-            }
-            e => self.corrupt(SectionKind::Graphs, range.start, e.to_string()),
-        })?;
-        if graphs.is_empty() {
-            return Ok(graphs);
-        }
-        let fingers = self.section(SectionKind::FingerPosition);
-        let mut seen = 0usize;
-        let mut positions = std::collections::HashSet::new();
-        for g in &graphs {
-            let rows: &[u32] = bytemuck::try_cast_slice(&self.map[g.rows.clone()]).unwrap_or(&[]);
-            let ascending = rows.windows(2).all(|w| w[0] < w[1]);
-            let own = rows.iter().all(|&r| fingers.get(r as usize) == Some(&g.position));
-            if !positions.insert(g.position) || rows.len() != g.nodes || !ascending || !own {
-                // Name the finger positions when they are what changed.
-                let fr = self.range(SectionKind::FingerPosition);
-                if crc32c::crc32c(fingers) != self.section_crc(SectionKind::FingerPosition) {
-                    return Err(self.corrupt(SectionKind::FingerPosition, fr.start, "CRC32C mismatch".into()));
-                }
-                return Err(self.corrupt(
-                    SectionKind::Graphs,
-                    g.rows.start,
-                    format!("the graph of finger position {} does not list its templates in order", g.position),
-                ));
-            }
-            seen += rows.len();
-        }
-        if seen != self.len() {
-            return Err(self.corrupt(
-                SectionKind::Graphs,
-                range.start,
-                format!("graphs hold {seen} templates, the shard {}", self.len()),
-            ));
-        }
-        Ok(graphs)
-    }
-
-    fn corrupt(&self, kind: SectionKind, offset: usize, problem: String) -> ShardError {
+    pub(super) fn corrupt(&self, kind: SectionKind, offset: usize, problem: String) -> ShardError {
         ShardError::Corrupt {
             file: self.path.display().to_string(),
             section: kind.name().into(),
@@ -264,21 +217,21 @@ impl Shard {
         Ok(())
     }
 
-    fn range(&self, k: SectionKind) -> Range<usize> {
+    pub(super) fn range(&self, k: SectionKind) -> Range<usize> {
         self.sections.iter().find(|s| s.0 == k).map(|s| s.1.clone()).unwrap_or(0..0)
     }
 
-    fn section(&self, k: SectionKind) -> &[u8] {
+    pub(super) fn section(&self, k: SectionKind) -> &[u8] {
         &self.map[self.range(k)]
     }
 
     // Sections start at 64-byte boundaries of a page-aligned map, so these
     // casts only fail on a length that check_shapes has already refused.
-    fn u64s(&self, k: SectionKind) -> &[u64] {
+    pub(super) fn u64s(&self, k: SectionKind) -> &[u64] {
         bytemuck::try_cast_slice(self.section(k)).unwrap_or(&[])
     }
 
-    fn u32s(&self, k: SectionKind) -> &[u32] {
+    pub(super) fn u32s(&self, k: SectionKind) -> &[u32] {
         bytemuck::try_cast_slice(self.section(k)).unwrap_or(&[])
     }
 
@@ -399,115 +352,5 @@ impl Shard {
     /// needed); `out` is left as it is when `t` is out of range.
     pub fn embedding_into(&self, t: usize, out: &mut [f32]) {
         self.vectors().row_into(t, out);
-    }
-
-    /// The prepared cylinders of template `t`, read in place.
-    pub fn prepared(&self, t: usize) -> Result<PreparedRef<'_>, ShardError> {
-        let o = self.u64s(SectionKind::PreparedOffsets);
-        let words: &[u64] = bytemuck::try_cast_slice(self.section(SectionKind::Prepared)).unwrap_or(&[]);
-        let (a, b) = (o[t] as usize, o[t + 1] as usize);
-        PreparedRef::new(&words[a..b]).map_err(|e| {
-            self.corrupt(
-                SectionKind::Prepared,
-                self.range(SectionKind::Prepared).start + 8 * a,
-                format!("template {t}: {e}"),
-            )
-        })
-    }
-
-    /// All prepared words (the GPU uploads them as they are) and the
-    /// per-template word offsets.
-    pub fn prepared_words(&self) -> (&[u64], &[u64]) {
-        let words: &[u64] = bytemuck::try_cast_slice(self.section(SectionKind::Prepared)).unwrap_or(&[]);
-        (words, self.u64s(SectionKind::PreparedOffsets))
-    }
-
-    /// Finger position of template `t`.
-    pub fn finger(&self, t: usize) -> FingerPosition {
-        FingerPosition(self.section(SectionKind::FingerPosition)[t])
-    }
-
-    /// Index of the subject of template `t`.
-    pub fn subject_index(&self, t: usize) -> usize {
-        self.u32s(SectionKind::TemplateSubject)[t] as usize
-    }
-
-    fn string(&self, offset: u32, len: u32) -> Result<&str, ShardError> {
-        let heap = self.section(SectionKind::Strings);
-        let r = offset as usize..(offset as usize).saturating_add(len as usize);
-        heap.get(r.clone()).and_then(|b| std::str::from_utf8(b).ok()).ok_or_else(|| {
-            self.corrupt(
-                SectionKind::Strings,
-                self.range(SectionKind::Strings).start + r.start,
-                "string out of range or not UTF-8".into(),
-            )
-        })
-    }
-
-    fn subject_record(&self, s: usize) -> Result<SubjectRecord, ShardError> {
-        let b = self.section(SectionKind::Subjects);
-        b.get(16 * s..16 * s + 16).map(bytemuck::pod_read_unaligned).ok_or_else(|| {
-            self.corrupt(SectionKind::Subjects, self.range(SectionKind::Subjects).start, format!("no subject {s}"))
-        })
-    }
-
-    /// The id of subject `s`.
-    pub fn subject_id(&self, s: usize) -> Result<&str, ShardError> {
-        let r = self.subject_record(s)?;
-        self.string(r.id_offset, r.id_len)
-    }
-
-    /// The labels of subject `s`.
-    pub fn subject_labels(&self, s: usize) -> Result<Vec<(&str, &str)>, ShardError> {
-        let r = self.subject_record(s)?;
-        let table = self.section(SectionKind::Labels);
-        (r.labels_start as usize..(r.labels_start as usize).saturating_add(r.labels_count as usize))
-            .map(|i| {
-                let l: LabelRecord =
-                    table.get(16 * i..16 * i + 16).map(bytemuck::pod_read_unaligned).ok_or_else(|| {
-                        self.corrupt(
-                            SectionKind::Labels,
-                            self.range(SectionKind::Labels).start,
-                            format!("no label {i}"),
-                        )
-                    })?;
-                Ok((self.string(l.key_offset, l.key_len)?, self.string(l.value_offset, l.value_len)?))
-            })
-            .collect()
-    }
-
-    /// The stored template `t` (its minutiae exactly as enrolled).
-    pub fn template(&self, t: usize) -> Result<Template, ShardError> {
-        let o = self.u64s(SectionKind::MinutiaeOffsets);
-        let data = self.section(SectionKind::Minutiae);
-        let start = self.range(SectionKind::Minutiae).start;
-        let (a, b) = (o[t] as usize, o[t + 1] as usize);
-        let rec = &data[a..b];
-        let bad = |p: String| self.corrupt(SectionKind::Minutiae, start + a, format!("template {t}: {p}"));
-        if rec.len() < 16 {
-            return Err(bad("record shorter than its header".into()));
-        }
-        let h: MinutiaeHeader = bytemuck::pod_read_unaligned(&rec[..16]);
-        if rec.len() != 16 + 16 * h.count as usize {
-            return Err(bad(format!("{} bytes for {} minutiae", rec.len(), h.count)));
-        }
-        let minutiae = rec[16..]
-            .chunks_exact(16)
-            .map(|c| {
-                let p: PackedMinutia = bytemuck::pod_read_unaligned(c);
-                Minutia { x: p.x, y: p.y, angle: p.angle, kind: MinutiaKind::from_code(p.kind), quality: p.quality }
-            })
-            .collect();
-        Ok(Template {
-            finger_position: FingerPosition(h.finger),
-            impression_type: ImpressionType(h.impression),
-            view_number: h.view,
-            resolution_x: h.resolution_x,
-            resolution_y: h.resolution_y,
-            width: h.width,
-            height: h.height,
-            quality: h.quality,
-            minutiae,
-        })
     }
 }

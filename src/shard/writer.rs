@@ -17,7 +17,7 @@
 use super::ShardError;
 use super::format::*;
 use crate::embed::EmbeddingId;
-use crate::index::{AlignedBytes, IndexParams, VectorKind, VectorsLayout, layout, mapped};
+use crate::index::{IndexParams, VectorKind};
 use crate::mcc::{MccParams, Prepared};
 use crate::template::Template;
 use std::collections::HashMap;
@@ -248,7 +248,17 @@ impl ShardWriter {
             w.flush().map_err(|e| io(p, e))?;
         }
         let graphs = match self.spec.graphs {
-            Some(p) => self.build_graphs(&p, progress)?,
+            Some(p) => super::graphs::build_section(
+                [
+                    &self.spill_paths[SPILL_FINGERS],
+                    &self.spill_paths[SPILL_EMBEDDINGS],
+                    &self.spill_paths[SPILL_SCALES],
+                ],
+                self.spec.vectors,
+                self.spec.embedding.dim as usize,
+                &p,
+                progress,
+            )?,
             None => Vec::new(),
         };
         let path = self.path.clone();
@@ -327,49 +337,6 @@ impl ShardWriter {
             table_crc: 0,
             reserved: [0; 9],
         }
-    }
-
-    /// The graphs section: one HNSW graph per finger position over the
-    /// embeddings as stored, read back from their spill files.
-    fn build_graphs(&self, p: &IndexParams, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<u8>, ShardError> {
-        let read = |i: usize| std::fs::read(&self.spill_paths[i]).map_err(|e| io(&self.spill_paths[i], e));
-        let fingers = read(SPILL_FINGERS)?;
-        let mut groups: std::collections::BTreeMap<u8, Vec<u32>> = Default::default();
-        for (t, &f) in fingers.iter().enumerate() {
-            groups.entry(f).or_default().push(t as u32);
-        }
-        // Embedding values then scales, read into one aligned buffer.
-        let size = |i: usize| std::fs::metadata(&self.spill_paths[i]).map(|m| m.len() as usize);
-        let (values_len, scales_len) = (size(SPILL_EMBEDDINGS), size(SPILL_SCALES));
-        let (values_len, scales_len) = (
-            values_len.map_err(|e| io(&self.spill_paths[SPILL_EMBEDDINGS], e))?,
-            scales_len.map_err(|e| io(&self.spill_paths[SPILL_SCALES], e))?,
-        );
-        let at = values_len.next_multiple_of(8);
-        let mut bytes = AlignedBytes::zeroed(at + scales_len);
-        for (i, range) in [(SPILL_EMBEDDINGS, 0..values_len), (SPILL_SCALES, at..at + scales_len)] {
-            File::open(&self.spill_paths[i])
-                .and_then(|mut f| f.read_exact(&mut bytes.as_mut()[range]))
-                .map_err(|e| io(&self.spill_paths[i], e))?;
-        }
-        let layout = VectorsLayout {
-            kind: self.spec.vectors,
-            dim: self.spec.embedding.dim as usize,
-            values: 0..values_len,
-            scales: at..at + scales_len,
-        };
-        let v = layout.view(bytes.as_ref()).ok_or_else(|| ShardError::Invalid("embedding spill misread".into()))?;
-        let total = fingers.len();
-        let mut base = 0;
-        let mut built = Vec::with_capacity(groups.len());
-        for (position, rows) in &groups {
-            let mut each = |done: usize, _: usize| progress(base + done, total);
-            let (g, _) = crate::index::build::build(v, rows, *position, p, mapped::SEED, &mut each)
-                .map_err(|e| ShardError::Invalid(format!("graph of finger position {position}: {e}")))?;
-            base += rows.len();
-            built.push(g);
-        }
-        Ok(layout::write(p.max_connections, 2 * p.max_connections, p.ef_construction, mapped::SEED, &built))
     }
 
     fn remove_spills(&mut self) {
