@@ -411,20 +411,23 @@ fn format_1_galleries_open_and_migrate() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A fresh `whorl build` prints no warning.
+/// A fresh `whorl build` prints no warning, for either index.
 #[test]
 fn a_fresh_build_prints_no_warning() {
     let dir = tempdir("fresh");
-    let out = dir.join("g");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_whorl"))
-        .args(["build", "--synth", "150", "--shard-size", "60", "--m", "8", "--ef-construction", "40", "--out"])
-        .arg(&out)
-        .env("WHORL_LOG", "warn")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{err}");
-    assert!(!err.contains("WARN") && !err.contains("ERROR"), "{err}");
+    for index in ["whorl", "hnsw_rs"] {
+        let out = dir.join(index);
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_whorl"))
+            .args(["build", "--synth", "150", "--shard-size", "60", "--m", "8", "--ef-construction", "40"])
+            .args(["--index", index, "--out"])
+            .arg(&out)
+            .env("WHORL_LOG", "warn")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "{index}: {err}");
+        assert!(!err.contains("WARN") && !err.contains("ERROR"), "{index}: {err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -11,8 +11,9 @@
 //! After the inserts (`repair.rs`), every node is searched for with its own
 //! stored vector, scored over the vectors the graph will serve from (list
 //! of [`REPAIR_EF`]); one the search does not return (first, or tied with
-//! the first) is linked in from the nearest nodes it did return, and the
-//! nodes missed or displaced are searched again (a few rounds). Then every node must be reachable
+//! the first) is linked in from the nearest nodes it did return; a link
+//! can displace another's, so all nodes are searched again after a round
+//! that linked any (at most three rounds). Then every node must be reachable
 //! on level 0 from the entry point: a breadth-first walk finds those that
 //! are not (concurrent pruning can orphan a node), and each is linked in
 //! from its nearest reachable nodes; walk and repair repeat until none is

@@ -39,14 +39,15 @@ impl Builder<'_> {
     }
 
     /// Searches every node with its own vector; links in those not found
-    /// from the nodes the search found. A link can displace another node's
-    /// in-link, so the nodes missed and those displaced are searched again,
-    /// for up to [`SELF_ROUNDS`] rounds. Returns how many were linked in.
+    /// from the nodes the search found. A link can displace another
+    /// node's in-link, and with it a path other searches took, so every
+    /// node is searched again after a round that changed a list, for up
+    /// to [`SELF_ROUNDS`] rounds. Returns how many were linked in.
     pub(super) fn self_repair(&self, indegree: &mut [u32]) -> usize {
-        let mut check: Vec<u32> = (0..self.nodes.len() as u32).collect();
+        let all: Vec<u32> = (0..self.nodes.len() as u32).collect();
         let mut linked = 0;
         for _ in 0..SELF_ROUNDS {
-            let missed: Vec<(u32, Vec<u32>)> = check
+            let missed: Vec<(u32, Vec<u32>)> = all
                 .par_iter()
                 .filter_map(|&i| {
                     with_scratch(|sc| {
@@ -68,22 +69,17 @@ impl Builder<'_> {
             if missed.is_empty() {
                 break;
             }
-            check.clear();
+            let before = linked;
             with_scratch(|sc| {
                 for (u, near) in &missed {
-                    check.push(*u);
-                    match self.attach(*u, near, indegree, sc) {
-                        Attached::No => {}
-                        Attached::Room => linked += 1,
-                        Attached::Replacing(v) => {
-                            linked += 1;
-                            check.push(v);
-                        }
+                    if self.attach(*u, near, indegree, sc) != Attached::No {
+                        linked += 1;
                     }
                 }
             });
-            check.sort_unstable();
-            check.dedup();
+            if linked == before {
+                break;
+            }
         }
         linked
     }
@@ -142,20 +138,18 @@ impl Builder<'_> {
                 .min_by(|a, b| nodes.score(*a.1).total_cmp(&nodes.score(*b.1)))
                 .map(|(k, _)| k);
             if let Some(k) = victim {
-                let displaced = list[k];
-                indegree[displaced as usize] -= 1;
+                indegree[list[k] as usize] -= 1;
                 list[k] = u;
                 indegree[u as usize] += 1;
-                return Attached::Replacing(displaced);
+                return Attached::Replacing;
             }
         }
         Attached::No
     }
 }
 
-/// Rounds of the self-search repair (each searches only the nodes the
-/// previous one missed or displaced).
-const SELF_ROUNDS: usize = 4;
+/// Rounds of the self-search repair, each a search of every node.
+const SELF_ROUNDS: usize = 3;
 
 /// What [`Builder::attach`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +158,6 @@ enum Attached {
     No,
     /// Linked from a node whose list had room.
     Room,
-    /// Linked in place of this node, which keeps another in-link.
-    Replacing(u32),
+    /// Linked in place of another neighbour, which keeps another in-link.
+    Replacing,
 }
