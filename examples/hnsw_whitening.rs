@@ -12,7 +12,7 @@ use whorl::embed::{
     raw_histogram,
     whiten::{Pca, Whitening},
 };
-use whorl::index::{Graph, IndexParams};
+use whorl::index::{CandidateIndex, HnswRsGraph as Graph, IndexParams};
 use whorl::synth::{Synth, SynthParams};
 fn pca_cached(din: usize, bins: PairBins) -> Pca {
     let path = "/tmp/pca1152.bin";

@@ -1,11 +1,13 @@
-//! Shards, the gallery folder, the write-ahead log and their faults.
+//! Shards, the gallery folder, the write-ahead log and their faults. The
+//! gallery-level index tests (persistence, every file checksummed) are one
+//! suite run against both index implementations.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use whorl::embed::Embedder;
 use whorl::gallery::{self, BuildOptions, Gallery, GalleryError, GalleryOptions, Manifest};
-use whorl::index::IndexParams;
+use whorl::index::{CandidateIndex, IndexKind, IndexParams, VectorKind, exact_search};
 use whorl::mcc::Matcher;
 use whorl::shard::{Entry, SectionKind, Shard, ShardError, ShardSpec, ShardWriter};
 use whorl::synth::{Synth, SynthParams};
@@ -27,9 +29,9 @@ fn opts() -> GalleryOptions {
 }
 
 /// Writes a shard of `n` synthetic templates (two per subject) with labels.
-fn write_shard(path: &Path, n: u64, f16: bool, seed: u64) -> Vec<(String, Template)> {
+fn write_shard(path: &Path, n: u64, vectors: VectorKind, seed: u64) -> Vec<(String, Template)> {
     let (e, m) = (Embedder::default(), Matcher::default());
-    let spec = ShardSpec { embedding: e.id(), mcc: m.params().clone(), f16 };
+    let spec = ShardSpec { embedding: e.id(), mcc: m.params().clone(), vectors, graphs: Some(small_index()) };
     let mut w = ShardWriter::create(path, spec).unwrap();
     let s = Synth::new(SynthParams::default(), seed);
     let mut out = Vec::new();
@@ -50,12 +52,13 @@ fn write_shard(path: &Path, n: u64, f16: bool, seed: u64) -> Vec<(String, Templa
 fn shards_round_trip() {
     let dir = tempdir("roundtrip");
     let (e, m) = (Embedder::default(), Matcher::default());
-    for f16 in [false, true] {
-        let path = dir.join(format!("s{f16}.whorl"));
-        let written = write_shard(&path, 9, f16, 3);
+    for kind in VectorKind::ALL {
+        let path = dir.join(format!("s-{kind}.whorl"));
+        let written = write_shard(&path, 9, kind, 3);
         let s = Shard::open(&path).unwrap();
         s.verify().unwrap();
-        assert_eq!((s.len(), s.subjects(), s.f16(), s.embedding()), (9, 5, f16, e.id()));
+        assert_eq!((s.len(), s.subjects(), s.vector_kind(), s.embedding()), (9, 5, kind, e.id()));
+        assert_eq!(s.header().version, 2);
         let mut v = vec![0f32; e.dim()];
         for (t, (subject, tpl)) in written.iter().enumerate() {
             assert_eq!(s.subject_id(s.subject_index(t)).unwrap(), subject);
@@ -64,11 +67,20 @@ fn shards_round_trip() {
             assert_eq!(s.finger(t), tpl.finger_position);
             s.embedding_into(t, &mut v);
             let want = e.embed(tpl);
-            let tol = if f16 { 2e-3 } else { 0.0 };
-            assert!(v.iter().zip(&want).all(|(a, b)| (a - b).abs() <= tol));
+            let tol = match kind {
+                VectorKind::F32 => 0.0,
+                VectorKind::F16 => 2e-3,
+                VectorKind::I8 => 0.5 / 127.0 * want.iter().fold(0f32, |a, x| a.max(x.abs())) + 1e-6,
+            };
+            assert!(v.iter().zip(&want).all(|(a, b)| (a - b).abs() <= tol), "{kind}, template {t}");
         }
         let labels = s.subject_labels(1).unwrap();
         assert_eq!(labels, vec![("watchlist", "w2"), ("origin", "test")]);
+        // One graph per finger position, holding exactly its templates.
+        let positions = gallery_positions(&written);
+        let graphs: Vec<(u8, usize)> = s.graphs().iter().map(|g| (g.position, g.nodes)).collect();
+        assert_eq!(graphs, positions, "{kind}");
+        assert_eq!(s.graph_params(), Some(small_index()));
     }
     // No spill files are left behind.
     let left: Vec<_> = std::fs::read_dir(&dir)
@@ -80,31 +92,58 @@ fn shards_round_trip() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Golden files: one tiny shard per format version, written by whorl itself
-/// (`cargo test --release --test gallery write_golden -- --ignored`), with
-/// the JSON of its templates. Every later build must still read them.
-#[test]
-fn golden_shard_v1_opens() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let s = Shard::open(&root.join("shard-v1.whorl")).expect("golden shard v1");
-    s.verify().unwrap();
-    assert_eq!((s.header().version, s.len(), s.subjects()), (1, 3, 2));
-    let want = whorl::template::parse(&std::fs::read(root.join("shard-v1.json")).unwrap()).unwrap();
-    for (t, tpl) in want.iter().enumerate() {
-        assert_eq!(&s.template(t).unwrap(), tpl);
-        assert!(!s.prepared(t).unwrap().is_empty());
+/// (position, templates) of written templates, ascending.
+fn gallery_positions(written: &[(String, Template)]) -> Vec<(u8, usize)> {
+    let mut m = std::collections::BTreeMap::new();
+    for (_, t) in written {
+        *m.entry(t.finger_position.0).or_insert(0) += 1;
     }
-    assert_eq!(s.subject_id(0).unwrap(), "subject-000");
+    m.into_iter().collect()
+}
+
+/// Golden files: one tiny shard per format version, written by whorl itself
+/// (`cargo test --release --test gallery write_golden -- --ignored` writes
+/// the current version's), with the JSON of its templates. Every later
+/// build must still read them.
+#[test]
+fn golden_shards_open() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let e = Embedder::default();
+    for (version, kind) in [(1, VectorKind::F32), (2, VectorKind::I8)] {
+        let s = Shard::open(&root.join(format!("shard-v{version}.whorl"))).expect("golden shard");
+        s.verify().unwrap();
+        assert_eq!((s.header().version, s.len(), s.subjects(), s.vector_kind()), (version, 3, 2, kind));
+        let want =
+            whorl::template::parse(&std::fs::read(root.join(format!("shard-v{version}.json"))).unwrap()).unwrap();
+        for (t, tpl) in want.iter().enumerate() {
+            assert_eq!(&s.template(t).unwrap(), tpl);
+            assert!(!s.prepared(t).unwrap().is_empty());
+        }
+        assert_eq!(s.subject_id(0).unwrap(), "subject-000");
+        assert_eq!(s.graphs().is_empty(), version == 1, "graphs are a format-2 section");
+        // Format 2's graphs find each template from its own embedding.
+        for g in s.graphs() {
+            let graph = whorl::index::MappedGraph::open(s.bytes(), g.clone(), s.bytes(), s.vectors_layout()).unwrap();
+            for (i, &t) in graph.rows().iter().enumerate() {
+                let q = e.embed(&want[t as usize]);
+                assert_eq!(graph.search(&q, 1, 10).unwrap()[0].id, i as u32);
+            }
+        }
+    }
 }
 
 #[test]
 #[ignore = "writes the golden files; run once per format version"]
 fn write_golden() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let written = write_shard(&root.join("shard-v1.whorl"), 3, false, 8);
+    let v = whorl::shard::format::VERSION;
+    let written = write_shard(&root.join(format!("shard-v{v}.whorl")), 3, VectorKind::I8, 8);
     let ts: Vec<Template> = written.into_iter().map(|(_, t)| t).collect();
-    std::fs::write(root.join("shard-v1.json"), whorl::template::write(&ts, whorl::template::Format::Json).unwrap())
-        .unwrap();
+    std::fs::write(
+        root.join(format!("shard-v{v}.json")),
+        whorl::template::write(&ts, whorl::template::Format::Json).unwrap(),
+    )
+    .unwrap();
 }
 
 fn flip(path: &Path, at: u64) {
@@ -122,7 +161,7 @@ fn flip(path: &Path, at: u64) {
 fn every_byte_flip_of_a_shard_is_refused() {
     let dir = tempdir("flips");
     let path = dir.join("one.whorl");
-    write_shard(&path, 2, false, 21);
+    write_shard(&path, 2, VectorKind::I8, 21);
     let len = std::fs::metadata(&path).unwrap().len();
     let sections = Shard::open(&path).unwrap().sections();
     let mut by_section = std::collections::HashMap::new();
@@ -150,7 +189,7 @@ fn every_byte_flip_of_a_shard_is_refused() {
 fn truncated_missing_and_foreign_files_give_clear_errors() {
     let dir = tempdir("truncated");
     let path = dir.join("t.whorl");
-    write_shard(&path, 4, false, 5);
+    write_shard(&path, 4, VectorKind::F32, 5);
     let bytes = std::fs::read(&path).unwrap();
     for cut in [0, 7, 100, 500, bytes.len() / 2, bytes.len() - 1] {
         std::fs::write(&path, &bytes[..cut]).unwrap();
@@ -164,9 +203,13 @@ fn truncated_missing_and_foreign_files_give_clear_errors() {
 }
 
 fn build_gallery(dir: &Path, n: u64, embedder: &Embedder) {
+    build_gallery_with(dir, n, embedder, IndexKind::Whorl, VectorKind::F32);
+}
+
+fn build_gallery_with(dir: &Path, n: u64, embedder: &Embedder, index_kind: IndexKind, vectors: VectorKind) {
     let s = Synth::new(SynthParams::default(), 31);
     let items = (0..n).map(|i| (format!("G{i:05}"), vec![("list".to_string(), "demo".to_string())], s.template(i, 0)));
-    let opts = BuildOptions { shard_size: 40, index: small_index(), ..BuildOptions::default() };
+    let opts = BuildOptions { shard_size: 40, index: small_index(), index_kind, vectors, ..BuildOptions::default() };
     let r = gallery::build(dir, embedder, &Matcher::default(), &opts, items, |_, _| {}).unwrap();
     assert_eq!(r.templates, n);
 }
@@ -219,23 +262,172 @@ fn another_embedding_version_is_refused_clearly() {
 }
 
 #[test]
-fn missing_or_stale_indexes_are_rebuilt() {
+fn missing_or_stale_hnsw_rs_indexes_are_rebuilt() {
     let dir = tempdir("reindex");
-    build_gallery(&dir, 30, &Embedder::default());
-    std::fs::remove_file(dir.join("shard-0000.p01.hnsw.graph")).unwrap();
-    let g = Gallery::open(&dir, Embedder::default(), Matcher::default(), opts()).unwrap();
+    build_gallery_with(&dir, 30, &Embedder::default(), IndexKind::HnswRs, VectorKind::F32);
+    let hnsw = GalleryOptions { index_kind: IndexKind::HnswRs, ..opts() };
+    let graph = dir.join("shard-0000.p01.hnsw.graph");
+    assert!(graph.exists());
+    std::fs::remove_file(&graph).unwrap();
+    let g = Gallery::open(&dir, Embedder::default(), Matcher::default(), hnsw.clone()).unwrap();
     assert!(g.problems().is_empty());
-    assert!(dir.join("shard-0000.p01.hnsw.graph").exists());
+    assert!(graph.exists());
     drop(g);
-    let meta = dir.join("shard-0000.index.json");
-    let text = std::fs::read_to_string(&meta).unwrap().replace("\"vectors_crc32c\": ", "\"vectors_crc32c\": 1");
-    std::fs::write(&meta, text).unwrap();
-    let no_build = GalleryOptions { build_missing_indexes: false, ..opts() };
+    let no_build = GalleryOptions { build_missing_indexes: false, ..hnsw.clone() };
+    std::fs::remove_file(&graph).unwrap();
     let g = Gallery::open(&dir, Embedder::default(), Matcher::default(), no_build).unwrap();
-    assert!(g.problems()[0].error.contains("stale index"), "{:?}", g.problems());
+    assert!(g.problems()[0].error.contains("missing"), "{:?}", g.problems());
     drop(g);
-    let g = Gallery::open(&dir, Embedder::default(), Matcher::default(), opts()).unwrap();
+    let g = Gallery::open(&dir, Embedder::default(), Matcher::default(), hnsw).unwrap();
     assert!(g.problems().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The files of a gallery folder, sorted.
+fn files_of(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    v.sort();
+    v
+}
+
+/// Persistence: a gallery built for `kind`, reopened, searches every
+/// partition well (recall against brute force over its own vectors) and
+/// gives the same answers on every open; every file it serves from is
+/// checksummed: a flipped byte anywhere in any file is refused by opening
+/// (the shard left out, or the gallery refused) and by `verify`.
+fn suite_gallery_files(kind: IndexKind, vectors: VectorKind) {
+    let dir = tempdir(&format!("files-{kind}-{vectors}"));
+    build_gallery_with(&dir, 120, &Embedder::default(), kind, vectors);
+    let gopts = GalleryOptions { index_kind: kind, build_missing_indexes: false, ..opts() };
+    let open = || Gallery::open(&dir, Embedder::default(), Matcher::default(), gopts.clone());
+    let answers = |g: &Gallery| -> Vec<Vec<u32>> {
+        let snap = g.snapshot();
+        let mut out = Vec::new();
+        for s in &snap.shards {
+            let d = s.shard.embedding().dim as usize;
+            let mut all = vec![0f32; s.shard.len() * d];
+            for (t, row) in all.chunks_exact_mut(d).enumerate() {
+                s.shard.embedding_into(t, row);
+                whorl::embed::normalise(row);
+            }
+            for part in &s.partitions {
+                assert_eq!(part.graph.kind(), kind);
+                assert_eq!(part.graph.len(), part.ids.len());
+                for &t in part.ids.iter().take(5) {
+                    let q = &all[t as usize * d..(t as usize + 1) * d];
+                    let found: Vec<u32> =
+                        part.graph.search(q, 3, 16).unwrap().iter().map(|h| part.ids[h.id as usize]).collect();
+                    let rows: Vec<f32> =
+                        part.ids.iter().flat_map(|&x| all[x as usize * d..(x as usize + 1) * d].to_vec()).collect();
+                    let truth: Vec<u32> =
+                        exact_search(&rows, d, q, 3, None).iter().map(|h| part.ids[h.id as usize]).collect();
+                    assert_eq!(found[0], truth[0], "{kind}/{vectors}: template {t} does not find itself first");
+                    out.push(found);
+                }
+            }
+        }
+        out
+    };
+    let g = open().unwrap();
+    assert!(g.problems().is_empty(), "{:?}", g.problems());
+    let first = answers(&g);
+    drop(g);
+    assert_eq!(answers(&open().unwrap()), first, "{kind}/{vectors}: answers changed between opens");
+    assert!(gallery::verify(&dir).unwrap().iter().all(|c| c.problem.is_none()));
+    let files = files_of(&dir);
+    let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    if kind == IndexKind::HnswRs {
+        assert!(names.iter().any(|n| n.ends_with(".hnsw.graph")) && names.iter().any(|n| n.ends_with(".index.json")));
+    } else {
+        assert!(!names.iter().any(|n| n.contains("hnsw") || n.contains("index.json")), "{names:?}");
+    }
+    for f in files.iter().filter(|f| !f.ends_with("wal.log")) {
+        let len = std::fs::metadata(f).unwrap().len();
+        let step = (len / 12).max(1);
+        for at in (0..len).step_by(step as usize).chain([len - 1]) {
+            flip(f, at);
+            let refused = match open() {
+                Err(_) => true,
+                Ok(g) => !g.problems().is_empty(),
+            };
+            let flagged = gallery::verify(&dir).map_or(true, |c| c.iter().any(|c| c.problem.is_some()));
+            flip(f, at);
+            assert!(
+                refused && flagged,
+                "{kind}/{vectors}: flip at {at} of {} served (open refused: {refused}, verify: {flagged})",
+                f.display()
+            );
+        }
+    }
+    assert!(open().unwrap().problems().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn whorl_gallery_files_are_persistent_and_checksummed() {
+    suite_gallery_files(IndexKind::Whorl, VectorKind::F32);
+    suite_gallery_files(IndexKind::Whorl, VectorKind::I8);
+}
+
+#[test]
+fn hnsw_rs_gallery_files_are_persistent_and_checksummed() {
+    suite_gallery_files(IndexKind::HnswRs, VectorKind::F32);
+}
+
+/// A format-1 gallery (hnsw_rs era, no graphs in the shard) still opens
+/// and searches; `migrate` rewrites it into format 2 with its graphs.
+#[test]
+fn format_1_galleries_open_and_migrate() {
+    let dir = tempdir("migrate");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    std::fs::copy(root.join("shard-v1.whorl"), dir.join("old.whorl")).unwrap();
+    let (e, m) = (Embedder::default(), Matcher::default());
+    Gallery::create(&dir, &e, &m).unwrap();
+    let g = Gallery::open(&dir, e.clone(), m.clone(), opts()).unwrap();
+    g.attach_shard("old.whorl").unwrap();
+    let probe = whorl::template::parse(&std::fs::read(root.join("shard-v1.json")).unwrap()).unwrap();
+    let q = e.embed(&probe[2]);
+    let search = |g: &Gallery| {
+        let snap = g.snapshot();
+        let s = &snap.shards[0];
+        let part = s.partitions.iter().find(|p| p.ids.contains(&2)).unwrap();
+        part.ids[part.graph.search(&q, 1, 10).unwrap()[0].id as usize]
+    };
+    assert_eq!(search(&g), 2, "graphs built in memory for a format-1 shard");
+    drop(g);
+    let no_build = GalleryOptions { build_missing_indexes: false, ..opts() };
+    let g = Gallery::open(&dir, e.clone(), m.clone(), no_build.clone()).unwrap();
+    assert!(g.problems()[0].error.contains("without graphs"), "{:?}", g.problems());
+    drop(g);
+    let r = gallery::migrate(&dir, &small_index()).unwrap();
+    assert_eq!((r.rewritten.len(), r.current), (1, 0));
+    assert!(!dir.join("old.whorl").exists());
+    let g = Gallery::open(&dir, e.clone(), m.clone(), no_build).unwrap();
+    assert!(g.problems().is_empty(), "{:?}", g.problems());
+    assert_eq!(g.snapshot().shards[0].shard.header().version, whorl::shard::format::VERSION);
+    assert_eq!(search(&g), 2);
+    assert_eq!(g.subject("subject-000").unwrap().templates.len(), 2);
+    assert_eq!(gallery::migrate(&dir, &small_index()).unwrap().current, 1, "a second run has nothing to do");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fresh `whorl build` prints no warning, for either index.
+#[test]
+fn a_fresh_build_prints_no_warning() {
+    let dir = tempdir("fresh");
+    for index in ["whorl", "hnsw_rs"] {
+        let out = dir.join(index);
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_whorl"))
+            .args(["build", "--synth", "150", "--shard-size", "60", "--m", "8", "--ef-construction", "40"])
+            .args(["--index", index, "--out"])
+            .arg(&out)
+            .env("WHORL_LOG", "warn")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "{index}: {err}");
+        assert!(!err.contains("WARN") && !err.contains("ERROR"), "{index}: {err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -41,7 +41,7 @@ pub struct CandidatesArgs {
     #[arg(long, default_value_t = 200)]
     pub(super) ef_construction: usize,
     /// ef values to measure.
-    #[arg(long, value_delimiter = ',', default_value = "10,16,24,32,48,64,96,128,192,256,384,512")]
+    #[arg(long, value_delimiter = ',', default_value = "10,16,24,32,48,64,96,128,192,256,384,512,768,1024")]
     pub(super) ef: Vec<usize>,
     /// k of recall@k.
     #[arg(long, default_value_t = 10)]
@@ -53,10 +53,23 @@ pub struct CandidatesArgs {
     /// .fvecs/.ivecs into this folder (for benches/peers).
     #[arg(long)]
     pub(super) export: Option<std::path::PathBuf>,
-    /// Load the index saved in --index-dir instead of building one (for
-    /// experiments on the same gallery and seed).
+    /// Implementations measured side by side: whorl-f32, whorl-f16,
+    /// whorl-int8, whorl-int8+rerank (the ef list re-ranked by f32), hnsw_rs.
+    #[arg(long, value_delimiter = ',', default_value = "whorl-f32,whorl-f16,whorl-int8,whorl-int8+rerank,hnsw_rs")]
+    pub(super) impls: Vec<String>,
+    /// Candidates per probe finger on the serving path (the server's `candidates_per_finger`).
+    #[arg(long, default_value_t = 100)]
+    pub(super) serve_k: usize,
+    /// ef on the serving path (the server's `ef`).
+    #[arg(long, default_value_t = 128)]
+    pub(super) serve_ef: usize,
+    /// Each timing of the ef curve is the best of this many runs (the
+    /// machine is shared: the best run is the least disturbed one).
+    #[arg(long, default_value_t = 3)]
+    pub(super) repeats: usize,
+    /// Also time saving and the checked reload of an hnsw_rs index.
     #[arg(long)]
-    pub(super) reuse_index: bool,
+    pub(super) hnsw_rs_reload: bool,
     /// Also rank the synthetic probes by exhaustive MCC matching against a
     /// gallery of this many fingers: the ceiling of any candidate stage.
     #[arg(long)]
@@ -64,7 +77,7 @@ pub struct CandidatesArgs {
     /// Folder for report.md and hit_rate.png.
     #[arg(long)]
     pub(super) out: Option<std::path::PathBuf>,
-    /// Where to save the HNSW index (reload time is measured from it).
+    /// Where to save the hnsw_rs index (reload time is measured from it).
     #[arg(long, default_value = "target/eval-candidates-index")]
     pub(super) index_dir: std::path::PathBuf,
 }

@@ -1,4 +1,4 @@
-//! `whorl build | info | verify | compact`: operating gallery folders.
+//! `whorl build | info | verify | compact | migrate | open-time`: operating gallery folders.
 
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use whorl::embed::Embedder;
 use whorl::gallery::{self, BuildOptions, Gallery, GalleryOptions, Manifest};
-use whorl::index::IndexParams;
+use whorl::index::{IndexKind, IndexParams, VectorKind};
 use whorl::mcc::Matcher;
 use whorl::shard::Shard;
 use whorl::synth::{Subjects, Synth, SynthParams};
@@ -37,9 +37,17 @@ pub struct BuildArgs {
     /// Templates per shard.
     #[arg(long, default_value_t = 1_000_000)]
     shard_size: usize,
-    /// Store embeddings as f16 (half the bytes).
+    /// Store embeddings as f16 (same as `--vectors f16`).
     #[arg(long)]
     f16: bool,
+    /// How embeddings are stored: int8 (a quarter of f32's bytes, same
+    /// recall: benches/reports/index/), f16 or f32.
+    #[arg(long, default_value = "int8", value_parser = parse_vectors)]
+    vectors: VectorKind,
+    /// HNSW implementation the gallery is built for: whorl (graphs inside
+    /// the shards) or hnsw_rs (also its files beside them).
+    #[arg(long, default_value = "whorl", value_parser = parse_index)]
+    index: IndexKind,
     /// HNSW neighbours per node.
     #[arg(long, default_value_t = 32)]
     m: usize,
@@ -52,6 +60,29 @@ pub struct BuildArgs {
 pub struct GalleryArgs {
     /// The gallery folder.
     gallery: PathBuf,
+    /// HNSW implementation to open it with (open-time, compact).
+    #[arg(long, default_value = "whorl", value_parser = parse_index)]
+    index: IndexKind,
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// The gallery folder (no server may be serving it).
+    gallery: PathBuf,
+    /// HNSW neighbours per node of the graphs written.
+    #[arg(long, default_value_t = 32)]
+    m: usize,
+    /// HNSW ef at construction.
+    #[arg(long, default_value_t = 200)]
+    ef_construction: usize,
+}
+
+pub fn parse_vectors(s: &str) -> Result<VectorKind, String> {
+    VectorKind::parse(s).ok_or_else(|| format!("'{s}' is not one of f32, f16, int8"))
+}
+
+pub fn parse_index(s: &str) -> Result<IndexKind, String> {
+    IndexKind::parse(s).ok_or_else(|| format!("'{s}' is not one of whorl, hnsw_rs"))
 }
 
 fn subject_of(path: &Path) -> String {
@@ -121,7 +152,8 @@ pub fn build(a: BuildArgs) -> Result<()> {
     let matcher = Matcher::default();
     let opts = BuildOptions {
         shard_size: a.shard_size,
-        f16: a.f16,
+        vectors: if a.f16 { VectorKind::F16 } else { a.vectors },
+        index_kind: a.index,
         index: IndexParams { max_connections: a.m, ef_construction: a.ef_construction },
         ..BuildOptions::default()
     };
@@ -142,13 +174,16 @@ pub fn build(a: BuildArgs) -> Result<()> {
     let len = (total > 0).then_some(total);
     let mut progress = Progress::new("writing", len, "templates");
     let t0 = Instant::now();
-    let report = gallery::build(&a.out, &embedder, &matcher, &opts, items, |done, what| {
-        if what == "indexing" {
-            progress.set_phase("indexing (HNSW graphs)", None, "");
-        } else {
+    let report = gallery::build_with(&a.out, &embedder, &matcher, &opts, items, |p| match p {
+        gallery::BuildProgress::Writing { templates } => {
             progress.set_phase("writing", len, "templates");
-            progress.set_position(done);
+            progress.set_position(templates);
         }
+        gallery::BuildProgress::Graphs { shard, done, total } => {
+            progress.set_phase(&format!("{shard}: HNSW graphs"), Some(total as u64), "nodes");
+            progress.set_position(done as u64);
+        }
+        gallery::BuildProgress::HnswRs { shard } => progress.set_phase(&format!("{shard}: hnsw_rs index"), None, ""),
     })?;
     progress.finish();
     let secs = t0.elapsed().as_secs_f64();
@@ -201,52 +236,15 @@ pub fn info(a: GalleryArgs) -> Result<()> {
 }
 
 pub fn verify(a: GalleryArgs) -> Result<()> {
-    let m = Manifest::load(&a.gallery)?;
+    let checks = gallery::verify(&a.gallery)?;
     let mut bad = 0;
-    for s in &m.shards {
-        let t = Instant::now();
-        let checking = Progress::spinner(&format!("checking {}", s.name));
-        let r = Shard::open(&a.gallery.join(&s.file)).and_then(|sh| sh.verify().map(|_| sh));
-        drop(checking);
-        match r {
-            Ok(sh) if sh.header().table_crc != s.table_crc => {
+    for c in &checks {
+        match &c.problem {
+            None => outln!("{}: ok ({})", c.what, c.detail)?,
+            Some(p) => {
                 bad += 1;
-                outln!("{}: FAILED: file differs from the one the manifest lists", s.name)?;
+                outln!("{}: FAILED: {p}", c.what)?;
             }
-            Ok(_) => outln!("{}: ok ({} templates, {:.2} s)", s.name, s.templates, t.elapsed().as_secs_f64())?,
-            Err(e) => {
-                bad += 1;
-                outln!("{}: FAILED: {e}", s.name)?;
-            }
-        }
-    }
-    // Read-only: a server may be appending to the log (a "torn tail" may be
-    // a record being written), so nothing is truncated here.
-    let log = a.gallery.join(gallery::wal::FILE);
-    if !log.exists() {
-        outln!("write-ahead log: none yet")?;
-        if bad > 0 {
-            bail!("{bad} problem(s) in {}", a.gallery.display());
-        }
-        return Ok(());
-    }
-    let parsed = std::fs::read(&log)
-        .map_err(|e| gallery::wal::WalError::Io { file: log.display().to_string(), what: e.to_string() })
-        .and_then(|b| gallery::wal::parse(&log, &b));
-    match parsed {
-        Ok(r) => outln!(
-            "write-ahead log: {} records ({} after the last compaction){}",
-            r.records.len(),
-            r.records.iter().filter(|x| x.seq > m.applied_seq).count(),
-            r.truncated
-                .map(|(at, n)| format!(
-                    "; {n} bytes at offset {at} are a torn tail (an append in progress, or one never acknowledged)"
-                ))
-                .unwrap_or_default()
-        )?,
-        Err(e) => {
-            bad += 1;
-            outln!("write-ahead log: FAILED: {e}")?;
         }
     }
     if bad > 0 {
@@ -255,9 +253,27 @@ pub fn verify(a: GalleryArgs) -> Result<()> {
     Ok(())
 }
 
+pub fn migrate(a: MigrateArgs) -> Result<()> {
+    let t = Instant::now();
+    let params = IndexParams { max_connections: a.m, ef_construction: a.ef_construction };
+    let r = gallery::migrate(&a.gallery, &params)?;
+    for (old, new) in &r.rewritten {
+        println!("{old} -> {new}");
+    }
+    println!(
+        "migrated {}: {} shard(s) rewritten with graphs, {} already current, in {:.1} s",
+        a.gallery.display(),
+        r.rewritten.len(),
+        r.current,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 pub fn compact(a: GalleryArgs) -> Result<()> {
     let opening = Progress::spinner(&format!("opening {}", a.gallery.display()));
-    let g = Gallery::open(&a.gallery, Embedder::default(), Matcher::default(), GalleryOptions::default())?;
+    let opts = GalleryOptions { index_kind: a.index, ..GalleryOptions::default() };
+    let g = Gallery::open(&a.gallery, Embedder::default(), Matcher::default(), opts)?;
     drop(opening);
     let t = Instant::now();
     let compacting = Progress::spinner("compacting");
@@ -278,24 +294,47 @@ pub fn compact(a: GalleryArgs) -> Result<()> {
 
 /// Times opening a gallery three ways: mapping the shards (header and
 /// section table checked), then the whole gallery with its HNSW graphs
-/// (memory-mapped) without and with the full CRC pass.
+/// (`--index`: whorl's, searched in place, or hnsw_rs's files) without and
+/// with the full CRC pass; and prints what the candidate stage keeps
+/// resident per template.
 pub fn open_time(a: GalleryArgs) -> Result<()> {
     let m = Manifest::load(&a.gallery)?;
     let templates: u64 = m.shards.iter().map(|s| s.templates).sum();
-    outln!(
-        "opening {} ({} shard(s), {templates} templates; page cache as it is)",
+    println!(
+        "opening {} ({} shard(s), {templates} templates, index {}; page cache as it is)",
         a.gallery.display(),
-        m.shards.len()
-    )?;
-    outln!("| what | ms |\n|---|---|")?;
+        m.shards.len(),
+        a.index
+    );
+    println!("| what | ms |\n|---|---|");
     let t = Instant::now();
     let shards = m.shards.iter().map(|s| Shard::open(&a.gallery.join(&s.file))).collect::<Result<Vec<_>, _>>()?;
-    outln!("| shard mapping alone (mmap, header, section table) | {:.2} |", t.elapsed().as_secs_f64() * 1e3)?;
+    println!(
+        "| shard mapping alone (mmap, header, section table, graph layout) | {:.2} |",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let resident: u64 = shards
+        .iter()
+        .map(|s| {
+            let l = s.vectors_layout();
+            let graphs: usize = s
+                .graphs()
+                .iter()
+                .map(|g| g.rows.len() + g.levels.len() + g.level0.len() + g.upper_index.len() + g.upper.len())
+                .sum();
+            (l.values.len() + l.scales.len() + graphs) as u64
+        })
+        .sum();
     drop(shards);
     for (verify, what) in
-        [(false, "gallery with HNSW graphs, no CRC pass"), (true, "gallery with HNSW graphs and a full CRC pass")]
+        [(false, "gallery with its graphs, no CRC pass"), (true, "gallery with its graphs and a full CRC pass")]
     {
-        let opts = GalleryOptions { verify_on_open: verify, build_missing_indexes: false, ..GalleryOptions::default() };
+        let opts = GalleryOptions {
+            verify_on_open: verify,
+            build_missing_indexes: false,
+            index_kind: a.index,
+            ..GalleryOptions::default()
+        };
         let t = Instant::now();
         let g = Gallery::open(&a.gallery, Embedder::default(), Matcher::default(), opts)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -303,6 +342,13 @@ pub fn open_time(a: GalleryArgs) -> Result<()> {
             bail!("shards left out: {:?}", g.problems());
         }
         outln!("| {what} | {ms:.1} |")?;
+    }
+    if a.index == IndexKind::Whorl {
+        println!(
+            "\ncandidate stage, resident per template (vectors, scales and graphs as stored): {:.0} bytes ({} bytes in all)",
+            resident as f64 / templates.max(1) as f64,
+            resident
+        );
     }
     Ok(())
 }

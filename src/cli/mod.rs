@@ -63,17 +63,19 @@ enum Command {
     SynthCalibrate(synth::CalibrateArgs),
     /// Accuracy of the matcher on FVC-style databases (EER, FMR100, FMR1000, ZeroFMR).
     Eval(eval::EvalArgs),
-    /// Build a gallery folder of shards and indexes from templates.
+    /// Build a gallery folder of shards (with their HNSW graphs) from templates.
     Build(gallery::BuildArgs),
     /// Describe a gallery: shards, sizes, bytes per template by section.
     Info(gallery::GalleryArgs),
-    /// Check every shard's checksums and the write-ahead log.
+    /// Check every file's checksums: shards (graphs included), hnsw_rs files, the write-ahead log.
     Verify(gallery::GalleryArgs),
     /// Time opening a gallery (shard mapping alone, with HNSW graphs, with CRC pass).
     OpenTime(gallery::GalleryArgs),
     /// Fold enrolments and deletions into shards and trim the log (refused
     /// while a server serves the gallery: use `whorl shards compact`).
     Compact(gallery::GalleryArgs),
+    /// Rewrite older-format shards (or shards without graphs) into the current format, graphs included.
+    Migrate(gallery::MigrateArgs),
     /// Enrol synthetic subjects, acknowledging each (crash tests, enrol benchmark).
     #[command(hide = true)]
     EnrollStress(gallery::StressArgs),
@@ -138,6 +140,7 @@ pub fn main() -> ExitCode {
         Command::Info(args) => gallery::info(args),
         Command::Verify(args) => gallery::verify(args),
         Command::Compact(args) => gallery::compact(args),
+        Command::Migrate(args) => gallery::migrate(args),
         Command::OpenTime(args) => gallery::open_time(args),
         Command::EnrollStress(args) => gallery::enroll_stress(args),
         Command::EvalCandidates(args) => candidates::run(args),

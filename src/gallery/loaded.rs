@@ -2,11 +2,17 @@
 //! graph per finger position: a probe finger is only ever compared with
 //! gallery fingers of the same position, or of unknown position) and a map
 //! from subject id to templates.
+//!
+//! The index is whorl's graphs, read in place from the shard's graphs
+//! section (the default; a shard without them, such as format 1, gets
+//! graphs built in memory at every open until `whorl migrate` rewrites it),
+//! or hnsw_rs's graphs from checksummed files beside the shard, built
+//! when missing.
 
 use super::GalleryError;
 use super::manifest::ShardEntry;
 use crate::embed::EmbeddingId;
-use crate::index::{Graph, IndexParams, saved};
+use crate::index::{CandidateIndex, HnswRsGraph, IndexError, IndexKind, IndexParams, MappedGraph, saved};
 use crate::mcc::MccParams;
 use crate::shard::{SectionKind, Shard, mcc_params_crc};
 use crate::template::FingerPosition;
@@ -21,7 +27,7 @@ pub struct Partition {
     /// Template ids in the shard, ascending; graph id `i` is template `ids[i]`.
     pub ids: Vec<u32>,
     /// The HNSW graph over their embeddings.
-    pub graph: Graph,
+    pub graph: Box<dyn CandidateIndex>,
 }
 
 /// A shard loaded for serving.
@@ -84,7 +90,7 @@ pub fn check(shard: &Shard, embedding: &EmbeddingId, mcc: &MccParams) -> Result<
     Ok(())
 }
 
-/// The embeddings of a shard as f32 rows (converted when stored as f16).
+/// The embeddings of a shard as unit f32 rows (converted when stored otherwise).
 pub fn embeddings(shard: &Shard) -> std::borrow::Cow<'_, [f32]> {
     match shard.embeddings_f32() {
         Some(v) => std::borrow::Cow::Borrowed(v),
@@ -100,9 +106,58 @@ pub fn embeddings(shard: &Shard) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
-/// Loads the partitioned index of `entry`, building and saving it when
-/// missing or stale.
+/// The candidate index of a shard, as `opts` chooses it.
 pub fn index(
+    dir: &Path,
+    entry: &ShardEntry,
+    shard: &Shard,
+    opts: &super::GalleryOptions,
+) -> Result<Vec<Partition>, GalleryError> {
+    match opts.index_kind {
+        IndexKind::Whorl => whorl_index(entry, shard, &opts.index, opts.build_missing_indexes),
+        IndexKind::HnswRs => hnsw_rs_index(dir, entry, shard, &opts.index, opts.build_missing_indexes),
+    }
+}
+
+/// whorl's graphs of the shard, searched in place; built in memory when
+/// the shard has none (and `build` allows).
+fn whorl_index(
+    entry: &ShardEntry,
+    shard: &Shard,
+    params: &IndexParams,
+    build: bool,
+) -> Result<Vec<Partition>, GalleryError> {
+    let (bytes, vectors) = (shard.bytes(), shard.vectors_layout());
+    if !shard.graphs().is_empty() {
+        return shard
+            .graphs()
+            .iter()
+            .map(|l| {
+                let g = MappedGraph::open(bytes.clone(), l.clone(), bytes.clone(), vectors.clone())?;
+                Ok(Partition { position: FingerPosition(l.position), ids: g.rows(), graph: Box::new(g) })
+            })
+            .collect();
+    }
+    if shard.is_empty() {
+        return Ok(Vec::new());
+    }
+    let why = format!("{}: format {} shard without graphs", entry.name, shard.header().version);
+    if !build {
+        return Err(GalleryError::Index(IndexError::Missing(why)));
+    }
+    tracing::warn!("{why}: building them in memory (at every open; `whorl migrate` writes them into the shard)");
+    positions(shard)
+        .into_iter()
+        .map(|(p, ids)| {
+            let (g, _) = MappedGraph::build(bytes.clone(), vectors.clone(), &ids, p, params, &mut |_, _| {})?;
+            Ok(Partition { position: FingerPosition(p), ids, graph: Box::new(g) })
+        })
+        .collect()
+}
+
+/// Loads the hnsw_rs index of `entry`, building and saving it when
+/// missing, stale or damaged (and `build` allows).
+fn hnsw_rs_index(
     dir: &Path,
     entry: &ShardEntry,
     shard: &Shard,
@@ -113,18 +168,33 @@ pub fn index(
     let crc = shard.section_crc(SectionKind::Embeddings);
     let groups = positions(shard);
     let counts: Vec<(u8, usize)> = groups.iter().map(|(p, v)| (*p, v.len())).collect();
-    let zip = |graphs: Vec<(u8, Graph)>, groups: BTreeMap<u8, Vec<u32>>| -> Vec<Partition> {
-        graphs
-            .into_iter()
-            .zip(groups)
-            .map(|((p, graph), (_, ids))| Partition { position: FingerPosition(p), ids, graph })
-            .collect()
-    };
     match saved::load_set(dir, &entry.name, true, (&emb, crc, &counts)) {
         Ok((graphs, _)) => return Ok(zip(graphs, groups)),
         Err(e) if !build => return Err(GalleryError::Index(e)),
-        Err(e) => tracing::warn!("{}: {e}; rebuilding its index", entry.name),
+        Err(IndexError::Missing(f)) => tracing::info!("{}: no hnsw_rs index ({f}): building it", entry.name),
+        Err(e) => tracing::warn!("{}: {e}; rebuilding its hnsw_rs index", entry.name),
     }
+    build_hnsw_rs(dir, entry, shard, params)
+}
+
+fn zip(graphs: Vec<(u8, HnswRsGraph)>, groups: BTreeMap<u8, Vec<u32>>) -> Vec<Partition> {
+    graphs
+        .into_iter()
+        .zip(groups)
+        .map(|((p, graph), (_, ids))| Partition { position: FingerPosition(p), ids, graph: Box::new(graph) })
+        .collect()
+}
+
+/// Builds and saves the hnsw_rs index of a shard (replacing any).
+pub fn build_hnsw_rs(
+    dir: &Path,
+    entry: &ShardEntry,
+    shard: &Shard,
+    params: &IndexParams,
+) -> Result<Vec<Partition>, GalleryError> {
+    let emb = shard.embedding();
+    let crc = shard.section_crc(SectionKind::Embeddings);
+    let groups = positions(shard);
     saved::remove_set(dir, &entry.name);
     let vectors = embeddings(shard);
     let dim = emb.dim as usize;
@@ -134,9 +204,9 @@ pub fn index(
         for &t in ids {
             rows.extend_from_slice(&vectors[t as usize * dim..(t as usize + 1) * dim]);
         }
-        graphs.push((*p, Graph::build(&rows, dim, params, 20_000, |_| {})?));
+        graphs.push((*p, HnswRsGraph::build(&rows, dim, params, 20_000, |_| {})?));
     }
-    let refs: Vec<(u8, &Graph)> = graphs.iter().map(|(p, g)| (*p, g)).collect();
+    let refs: Vec<(u8, &HnswRsGraph)> = graphs.iter().map(|(p, g)| (*p, g)).collect();
     saved::save_set(&refs, dir, &entry.name, emb, crc, *params)?;
     Ok(zip(graphs, groups))
 }
@@ -162,7 +232,7 @@ pub fn load(
     if opts.verify_on_open {
         shard.verify()?;
     }
-    let partitions = index(dir, entry, &shard, &opts.index, opts.build_missing_indexes)?;
+    let partitions = index(dir, entry, &shard, opts)?;
     let mut by_subject: HashMap<String, Vec<u32>> = HashMap::with_capacity(shard.subjects());
     for t in 0..shard.len() {
         let id = shard.subject_id(shard.subject_index(t))?;

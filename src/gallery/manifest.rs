@@ -8,6 +8,7 @@
 //! atomically (temporary file, fsync, rename, fsync of the folder).
 
 use crate::embed::EmbeddingId;
+use crate::index::VectorKind;
 use crate::mcc::MccParams;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -45,6 +46,10 @@ pub struct Manifest {
     pub embedding: EmbeddingId,
     /// The cylinder parameters every shard must be made with.
     pub mcc: MccParams,
+    /// How new shards (compaction) store embeddings (f32 for manifests
+    /// written before the field existed).
+    #[serde(default)]
+    pub vectors: VectorKind,
     /// Write-ahead-log records up to this sequence number are in the shards.
     pub applied_seq: u64,
     /// The shards.
@@ -75,9 +80,17 @@ pub enum ManifestError {
 }
 
 impl Manifest {
-    /// A new, empty manifest.
+    /// A new, empty manifest (int8 embeddings, the build default).
     pub fn new(embedding: EmbeddingId, mcc: MccParams) -> Manifest {
-        Manifest { format: 1, generation: 0, embedding, mcc, applied_seq: 0, shards: Vec::new() }
+        Manifest {
+            format: 1,
+            generation: 0,
+            embedding,
+            mcc,
+            vectors: VectorKind::I8,
+            applied_seq: 0,
+            shards: Vec::new(),
+        }
     }
 
     /// The file's bytes.

@@ -1,15 +1,20 @@
-//! The gallery: a folder of shards, their HNSW indexes, a manifest and a
-//! write-ahead log, served as immutable snapshots.
+//! The gallery: a folder of shards (with their HNSW graphs inside), a
+//! manifest and a write-ahead log, served as immutable snapshots.
 //!
 //! ```text
 //! GALLERY/
-//!   LOCK                             held by the one process that may write (see [`lock`])
-//!   manifest.json                    shards, embedding, cylinder parameters, applied log sequence
+//!   manifest.json                    shards, embedding, vector kind, cylinder parameters, applied log sequence
 //!   wal.log                          enrolments and deletions since the last compaction
-//!   shard-0000.whorl                 a shard (see crate::shard)
-//!   shard-0000.index.json            its index metadata (embedding, vectors' CRC, partitions)
-//!   shard-0000.pNN.hnsw.graph / .data  the HNSW graph of its finger position NN (hnsw_rs files)
+//!   shard-0000.whorl                 a shard with its graphs (see crate::shard)
+//!   only with index = "hnsw_rs":
+//!   shard-0000.index.json            its hnsw_rs index: what it was built over, each file's length and CRC32C
+//!   shard-0000.pNN.hnsw.graph / .data  the hnsw_rs graph of its finger position NN
 //! ```
+//!
+//! Every file a gallery serves from is covered by a checksum that opening
+//! and `whorl verify` ([`verify()`]) check: the manifest's, the shards'
+//! section CRCs (graphs included), the hnsw_rs sidecar's own and the ones
+//! it lists, the log's per record.
 //!
 //! A search takes a [`Snapshot`] (an `Arc`): the shards, the delta and the
 //! tombstones as they were at that instant, consistent whatever shards are
@@ -30,19 +35,22 @@ mod loaded;
 pub mod lock;
 pub mod manifest;
 pub mod replica;
+mod verify;
 pub mod wal;
 mod write;
 
-pub use build::{BuildOptions, BuildReport, Item as BuildItem, build};
+pub use build::{BuildOptions, BuildProgress, BuildReport, Item as BuildItem, build, build_with};
 pub use delta::{Delta, DeltaEntry};
 pub use loaded::{LoadedShard, Partition};
 pub use lock::GalleryLock;
 pub use manifest::{Manifest, ShardEntry};
+pub use verify::{FileCheck, verify};
 pub use wal::SyncMode;
 pub use write::{CompactReport, MAX_TEMPLATES, MAX_TEXT, SubjectView, WriteMode};
+pub use write::{MigrateReport, migrate};
 
 use crate::embed::Embedder;
-use crate::index::{IndexError, IndexParams};
+use crate::index::{IndexError, IndexKind, IndexParams};
 use crate::mcc::Matcher;
 use crate::shard::ShardError;
 use std::path::{Path, PathBuf};
@@ -53,9 +61,12 @@ use std::sync::{Arc, Mutex, RwLock};
 pub struct GalleryOptions {
     /// Check every section's CRC32C before serving a shard.
     pub verify_on_open: bool,
-    /// Build (and save) indexes that are missing or stale.
+    /// Build indexes that are missing or stale (hnsw_rs files: saved; whorl
+    /// graphs of a shard that has none: in memory).
     pub build_missing_indexes: bool,
-    /// Parameters of indexes built here.
+    /// Which HNSW implementation to search.
+    pub index_kind: IndexKind,
+    /// Parameters of graphs built here (compaction, missing indexes).
     pub index: IndexParams,
     /// Durability of the write-ahead log.
     pub sync: SyncMode,
@@ -68,6 +79,7 @@ impl Default for GalleryOptions {
         GalleryOptions {
             verify_on_open: true,
             build_missing_indexes: true,
+            index_kind: IndexKind::Whorl,
             index: IndexParams::default(),
             sync: SyncMode::PerRecord,
             shard_size: 1_000_000,

@@ -430,7 +430,8 @@ impl Gallery {
         let snap = self.snapshot();
         let mut report = CompactReport { applied_seq: self.wal.next_seq().saturating_sub(1), ..Default::default() };
         let generation = m.generation + 1;
-        let spec = ShardSpec { embedding: m.embedding, mcc: m.mcc.clone(), f16: false };
+        let spec =
+            ShardSpec { embedding: m.embedding, mcc: m.mcc.clone(), vectors: m.vectors, graphs: Some(self.opts.index) };
         let mut next = m.clone();
         let mut new_loaded: Vec<Arc<LoadedShard>> = Vec::new();
         let mut replaced: Vec<String> = Vec::new();
@@ -442,35 +443,10 @@ impl Gallery {
                 new_loaded.push(Arc::clone(s));
                 continue;
             }
-            let name = format!("{}-g{generation}", s.entry.name.split("-g").next().unwrap_or(&s.entry.name));
-            let file = format!("{name}.whorl");
-            let mut w = ShardWriter::create(&self.dir.join(&file), spec.clone())?;
-            let dim = spec.embedding.dim as usize;
-            let mut emb = vec![0f32; dim];
-            for t in 0..s.shard.len() {
-                let subj = s.subject_of(t);
-                if snap.delta.hides_shard_subject(subj) {
-                    continue;
-                }
-                let si = s.shard.subject_index(t);
-                let labels: Vec<(String, String)> =
-                    s.shard.subject_labels(si)?.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-                let template = s.shard.template(t)?;
-                let prepared = crate::mcc::Prepared::from_words(s.shard.prepared(t)?.words().to_vec())
-                    .map_err(|e| GalleryError::Invalid(e.to_string()))?;
-                s.shard.embedding_into(t, &mut emb);
-                w.push(Entry {
-                    subject: subj,
-                    labels: &labels,
-                    template: &template,
-                    prepared: &prepared,
-                    embedding: &emb,
-                })?;
-            }
-            report.removed_templates += doomed as u64;
-            let summary = w.finish()?;
-            let entry = entry_of(&Shard::open(&summary.path)?, &name, &file)?;
+            let name = generation_name(&s.entry.name, generation);
+            let entry = rewrite(&self.dir, &s.shard, &name, &spec, |subject| !snap.delta.hides_shard_subject(subject))?;
             new_loaded.push(Arc::new(loaded::load(&self.dir, &entry, &m.embedding, &m.mcc, &self.opts)?));
+            report.removed_templates += doomed as u64;
             replaced.push(s.entry.name.clone());
             report.rewritten.push(name);
         }
@@ -515,6 +491,90 @@ impl Gallery {
         }
         Ok(report)
     }
+}
+
+/// The name of a shard rewritten in `generation`: its base name and `-gN`.
+fn generation_name(name: &str, generation: u64) -> String {
+    format!("{}-g{generation}", name.split("-g").next().unwrap_or(name))
+}
+
+/// Writes a copy of `shard` as `{name}.whorl` with `spec` (graphs
+/// included), keeping the templates of the subjects `keep` accepts.
+fn rewrite(
+    dir: &std::path::Path,
+    shard: &Shard,
+    name: &str,
+    spec: &ShardSpec,
+    keep: impl Fn(&str) -> bool,
+) -> Result<ShardEntry, GalleryError> {
+    let file = format!("{name}.whorl");
+    let mut w = ShardWriter::create(&dir.join(&file), spec.clone())?;
+    let mut emb = vec![0f32; spec.embedding.dim as usize];
+    for t in 0..shard.len() {
+        let si = shard.subject_index(t);
+        let subject = shard.subject_id(si)?;
+        if !keep(subject) {
+            continue;
+        }
+        let labels: Vec<(String, String)> =
+            shard.subject_labels(si)?.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let template = shard.template(t)?;
+        let prepared = crate::mcc::Prepared::from_words(shard.prepared(t)?.words().to_vec())
+            .map_err(|e| GalleryError::Invalid(e.to_string()))?;
+        shard.embedding_into(t, &mut emb);
+        w.push(Entry { subject, labels: &labels, template: &template, prepared: &prepared, embedding: &emb })?;
+    }
+    let summary = w.finish()?;
+    entry_of(&Shard::open(&summary.path)?, name, &file)
+}
+
+/// What a migration did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MigrateReport {
+    /// Shards rewritten (old name, new name).
+    pub rewritten: Vec<(String, String)>,
+    /// Shards already current.
+    pub current: usize,
+}
+
+/// Rewrites every shard of the gallery in `dir` that is of an older format
+/// or holds no graphs into the current format, graphs included (built
+/// with `params`), then swaps the manifest and removes the old files. Run
+/// it with no server serving the gallery: it takes the folder for itself.
+pub fn migrate(dir: &std::path::Path, params: &crate::index::IndexParams) -> Result<MigrateReport, GalleryError> {
+    let mut m = super::Manifest::load(dir)?;
+    let generation = m.generation + 1;
+    let mut report = MigrateReport::default();
+    let mut old = Vec::new();
+    for entry in m.shards.iter_mut() {
+        let shard = Shard::open(&dir.join(&entry.file))?;
+        shard.verify()?;
+        if shard.header().version == crate::shard::format::VERSION && (!shard.graphs().is_empty() || shard.is_empty()) {
+            report.current += 1;
+            continue;
+        }
+        let spec = ShardSpec {
+            embedding: shard.embedding(),
+            mcc: m.mcc.clone(),
+            vectors: shard.vector_kind(),
+            graphs: Some(*params),
+        };
+        let name = generation_name(&entry.name, generation);
+        let fresh = rewrite(dir, &shard, &name, &spec, |_| true)?;
+        report.rewritten.push((entry.name.clone(), name));
+        old.push((entry.name.clone(), entry.file.clone()));
+        *entry = fresh;
+    }
+    if report.rewritten.is_empty() {
+        return Ok(report);
+    }
+    m.generation = generation;
+    m.store(dir)?;
+    for (name, file) in old {
+        crate::index::saved::remove_set(dir, &name);
+        let _ = std::fs::remove_file(dir.join(file));
+    }
+    Ok(report)
 }
 
 /// The manifest entry of an opened shard.

@@ -13,7 +13,7 @@
 //! * `search_filter` has been reported to return filtered-out items: every
 //!   result is checked against the filter again.
 
-use super::{Hit, IndexError, IndexParams};
+use super::{CandidateIndex, Hit, IndexError, IndexKind, IndexParams};
 use hnsw_rs::prelude::*;
 use std::path::Path;
 
@@ -43,18 +43,21 @@ enum Inner {
     Loaded(Loaded),
 }
 
-/// An HNSW graph over unit vectors, searched by inner product.
-pub struct Graph {
+/// An hnsw_rs graph over unit vectors, searched by inner product.
+pub struct HnswRsGraph {
     inner: Inner,
+    /// Values per vector (0 for an empty graph): hnsw_rs asserts on a
+    /// query of another length, so queries are checked here first.
+    dim: usize,
 }
 
-impl std::fmt::Debug for Graph {
+impl std::fmt::Debug for HnswRsGraph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Graph").field("points", &self.len()).finish()
+        f.debug_struct("HnswRsGraph").field("points", &self.len()).finish()
     }
 }
 
-impl Graph {
+impl HnswRsGraph {
     /// Builds over `vectors` (flat, `dim` per row; row i gets id i),
     /// inserting `chunk` rows at a time in parallel and calling `progress`
     /// with the rows done.
@@ -64,7 +67,7 @@ impl Graph {
         p: &IndexParams,
         chunk: usize,
         mut progress: impl FnMut(usize),
-    ) -> Result<Graph, IndexError> {
+    ) -> Result<HnswRsGraph, IndexError> {
         p.check()?;
         let n = vectors.len() / dim.max(1);
         super::check_unit(vectors, dim)?;
@@ -79,7 +82,7 @@ impl Graph {
             progress((k * chunk + rows.len()).min(n));
         }
         hnsw.set_searching_mode(true);
-        Ok(Graph { inner: Inner::Built(hnsw) })
+        Ok(HnswRsGraph { inner: Inner::Built(hnsw), dim: if n == 0 { 0 } else { dim } })
     }
 
     fn with<R>(&self, f: impl FnOnce(&Hnsw<'_, f32, DistDot>) -> R) -> R {
@@ -87,40 +90,6 @@ impl Graph {
             Inner::Built(h) => f(h),
             Inner::Loaded(l) => l.with_hnsw(f),
         }
-    }
-
-    /// Number of points.
-    pub fn len(&self) -> usize {
-        self.with(|h| h.get_nb_point())
-    }
-
-    /// Whether the graph is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The `k` nearest by inner product, best first, searching with `ef`.
-    /// The query must be a unit vector.
-    pub fn search(&self, q: &[f32], k: usize, ef: usize) -> Result<Vec<Hit>, IndexError> {
-        super::check_unit(q, q.len().max(1))?;
-        let q = shrunk(q);
-        Ok(self.with(|h| h.search(&q, k, ef.max(k))).into_iter().map(hit).collect())
-    }
-
-    /// As [`Self::search`], keeping only ids that pass `filter` (checked
-    /// again on every result).
-    pub fn search_filtered(
-        &self,
-        q: &[f32],
-        k: usize,
-        ef: usize,
-        filter: &dyn Fn(u32) -> bool,
-    ) -> Result<Vec<Hit>, IndexError> {
-        super::check_unit(q, q.len().max(1))?;
-        let q = shrunk(q);
-        let f = |id: &usize| u32::try_from(*id).is_ok_and(filter);
-        let found = self.with(|h| h.search_filter(&q, k, ef.max(k), Some(&f)));
-        Ok(found.into_iter().map(hit).filter(|h| filter(h.id)).collect())
     }
 
     /// Writes `{base}.hnsw.graph` and `{base}.hnsw.data` into `dir`; returns
@@ -132,7 +101,7 @@ impl Graph {
     }
 
     /// Reloads a saved graph; `mmap` maps the vector data instead of reading it.
-    pub fn load(dir: &Path, base: &str, mmap: bool) -> Result<Graph, IndexError> {
+    pub fn load(dir: &Path, base: &str, mmap: bool) -> Result<HnswRsGraph, IndexError> {
         for ext in ["hnsw.graph", "hnsw.data"] {
             let p = dir.join(format!("{base}.{ext}"));
             if !p.is_file() {
@@ -152,7 +121,56 @@ impl Graph {
             },
         }
         .try_build()?;
-        Ok(Graph { inner: Inner::Loaded(loaded) })
+        let dim = loaded.with_hnsw(|h| h.get_point_indexation().get_data_dimension());
+        Ok(HnswRsGraph { inner: Inner::Loaded(loaded), dim })
+    }
+
+    fn check_query(&self, q: &[f32]) -> Result<(), IndexError> {
+        if self.dim != 0 && q.len() != self.dim {
+            return Err(IndexError::Shape { len: q.len(), dim: self.dim });
+        }
+        super::check_unit(q, q.len().max(1))
+    }
+}
+
+impl CandidateIndex for HnswRsGraph {
+    fn kind(&self) -> IndexKind {
+        IndexKind::HnswRs
+    }
+
+    /// Number of points.
+    fn len(&self) -> usize {
+        self.with(|h| h.get_nb_point())
+    }
+
+    /// The `k` nearest by inner product, best first, searching with `ef`.
+    /// The query must be a unit vector.
+    fn search(&self, q: &[f32], k: usize, ef: usize) -> Result<Vec<Hit>, IndexError> {
+        self.check_query(q)?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let q = shrunk(q);
+        Ok(self.with(|h| h.search(&q, k, ef.max(k))).into_iter().map(hit).collect())
+    }
+
+    /// As [`Self::search`], keeping only ids that pass `filter` (checked
+    /// again on every result).
+    fn search_filtered(
+        &self,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        filter: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<Hit>, IndexError> {
+        self.check_query(q)?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let q = shrunk(q);
+        let f = |id: &usize| u32::try_from(*id).is_ok_and(filter);
+        let found = self.with(|h| h.search_filter(&q, k, ef.max(k), Some(&f)));
+        Ok(found.into_iter().map(hit).filter(|h| filter(h.id)).collect())
     }
 }
 

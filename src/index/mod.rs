@@ -1,14 +1,34 @@
-//! Candidate search over embeddings: an HNSW graph ([`hnsw`], through
-//! hnsw_rs) and an exact brute-force search ([`exact`]) over the same unit
-//! vectors, both by inner product.
+//! Candidate search over embeddings, by inner product, behind one trait
+//! ([`CandidateIndex`]) with two implementations:
+//!
+//! * whorl's own HNSW ([`mapped::MappedGraph`]): graphs that are sections
+//!   of the shard file (`layout.rs`), built in parallel (`build.rs`) and
+//!   searched in place (`search.rs`) over the shard's own embeddings in
+//!   f32, f16 or int8 (`vectors.rs`) with SIMD kernels picked at run time
+//!   (`kernels.rs`); the default;
+//! * hnsw_rs ([`hnsw::HnswRsGraph`]), whose graphs are files beside the
+//!   shard (`saved.rs`), kept as a second opinion: one test suite runs
+//!   against both.
+//!
+//! [`exact`] is the brute-force search used as ground truth.
 
+pub mod build;
 pub mod exact;
 pub mod hnsw;
+pub mod kernels;
+pub mod layout;
+pub mod mapped;
+mod repair;
 pub mod saved;
+pub(crate) mod search;
+pub mod vectors;
 
+pub use build::Reachability;
 pub use exact::exact_search;
-pub use hnsw::Graph;
+pub use hnsw::HnswRsGraph;
+pub use mapped::{AlignedBytes, Bytes, MappedGraph, VectorsLayout};
 pub use saved::{IndexMeta, vectors_crc};
+pub use vectors::{VectorKind, Vectors};
 
 use serde::{Deserialize, Serialize};
 
@@ -21,10 +41,71 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// Which HNSW implementation a gallery searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum IndexKind {
+    /// whorl's graphs, sections of the shard file, searched in place.
+    #[default]
+    #[serde(rename = "whorl")]
+    Whorl,
+    /// hnsw_rs graphs in files beside the shard.
+    #[serde(rename = "hnsw_rs")]
+    HnswRs,
+}
+
+impl IndexKind {
+    /// The name used in configuration and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            IndexKind::Whorl => "whorl",
+            IndexKind::HnswRs => "hnsw_rs",
+        }
+    }
+
+    /// From its name.
+    pub fn parse(s: &str) -> Option<IndexKind> {
+        [IndexKind::Whorl, IndexKind::HnswRs].into_iter().find(|k| k.name() == s)
+    }
+}
+
+impl std::fmt::Display for IndexKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Nearest-neighbour search over the rows of one partition (ids 0..len).
+pub trait CandidateIndex: Send + Sync + std::fmt::Debug {
+    /// Which implementation.
+    fn kind(&self) -> IndexKind;
+
+    /// Number of points.
+    fn len(&self) -> usize;
+
+    /// Whether it holds no point.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `k` points of largest inner product with `q`, best first,
+    /// searching with a list of `ef` (at least `k`).
+    fn search(&self, q: &[f32], k: usize, ef: usize) -> Result<Vec<Hit>, IndexError>;
+
+    /// As [`Self::search`], among the points that pass `filter` only.
+    fn search_filtered(
+        &self,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        filter: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<Hit>, IndexError>;
+}
+
 /// Build parameters of the HNSW graph.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct IndexParams {
-    /// Neighbours kept per node (hnsw_rs `max_nb_connection`; hnswlib's `M`), at most 256.
+    /// Neighbours kept per node on levels above 0 (hnswlib's `M`; level 0
+    /// keeps 2·M), 2 to 256.
     pub max_connections: usize,
     /// Candidate list size while building.
     pub ef_construction: usize,
@@ -37,7 +118,8 @@ impl Default for IndexParams {
 }
 
 impl IndexParams {
-    /// Refuses what hnsw_rs cannot take.
+    /// Refuses what either implementation cannot take (hnsw_rs exits the
+    /// process beyond 256).
     pub fn check(&self) -> Result<(), IndexError> {
         if !(2..=256).contains(&self.max_connections) {
             return Err(IndexError::Params(format!("max_connections {} is outside 2..=256", self.max_connections)));
@@ -71,9 +153,23 @@ pub enum IndexError {
         /// Dimension.
         dim: usize,
     },
+    /// A query the index cannot score.
+    #[error("query: {0}")]
+    Query(String),
+    /// A damaged graph or vector layout.
+    #[error("graph at offset {offset}: {problem}")]
+    Corrupt {
+        /// Byte offset in its file.
+        offset: u64,
+        /// What is wrong.
+        problem: String,
+    },
     /// A file of a saved index is missing.
     #[error("index file missing: {0}")]
     Missing(String),
+    /// A saved index file fails its checksum or cannot be read.
+    #[error("damaged index: {0}")]
+    Damaged(String),
     /// A saved index does not belong to these vectors.
     #[error("stale index: {0}")]
     Stale(String),

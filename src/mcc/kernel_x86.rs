@@ -6,7 +6,8 @@
 //! three 512-bit vectors; the layer-count planes as one 512-bit vector (1s,
 //! 2s) and one 256-bit vector (4s).
 //!
-//! This module holds the crate's only `unsafe` outside the shard reader:
+//! This module holds, with `index/kernels.rs`, the crate's only `unsafe`
+//! outside the shard reader:
 //! calling a `#[target_feature]` function, which is sound only on a CPU with
 //! those features. [`gamma_stage`] checks them once (cached) and otherwise
 //! runs the portable stage.

@@ -32,6 +32,8 @@
 //! sync = "per-record"                   # or "group": enrolment durability
 //! compact_log_bytes = 16777216          # compact when the write-ahead log passes this (0: never)
 //! compact_log_records = 100000          # ... or holds this many records (0: never)
+//! index = "whorl"                       # or "hnsw_rs": whorl's graphs inside the shards (searched in
+//!                                       # place) or hnsw_rs files beside them (built when missing)
 //!
 //! [search]                              # see whorl::search::SearchConfig
 //! candidates_per_finger = 100
@@ -167,6 +169,8 @@ pub struct GallerySection {
     pub compact_log_bytes: u64,
     /// Compact once the write-ahead log holds this many records (0: never).
     pub compact_log_records: u64,
+    /// HNSW implementation searched: `whorl` (default) or `hnsw_rs`.
+    pub index: crate::index::IndexKind,
 }
 
 impl Default for GallerySection {
@@ -181,6 +185,7 @@ impl Default for GallerySection {
             build_missing_indexes: true,
             compact_log_bytes: 16 << 20,
             compact_log_records: 100_000,
+            index: crate::index::IndexKind::Whorl,
         }
     }
 }

@@ -139,6 +139,7 @@ pub fn gallery_options(cfg: &Config) -> GalleryOptions {
     GalleryOptions {
         verify_on_open: cfg.gallery.verify_on_open,
         build_missing_indexes: cfg.gallery.build_missing_indexes,
+        index_kind: cfg.gallery.index,
         sync: match cfg.gallery.sync {
             SyncChoice::PerRecord => SyncMode::PerRecord,
             SyncChoice::Group => SyncMode::Group,

@@ -5,12 +5,18 @@ use bytemuck::{Pod, Zeroable};
 
 /// Magic bytes at offset 0.
 pub const MAGIC: [u8; 8] = *b"WHORLSHD";
-/// Current format version.
-pub const VERSION: u32 = 1;
+/// Current format version (2: embedding scales and HNSW graph sections).
+pub const VERSION: u32 = 2;
+/// Versions this build reads.
+pub const VERSIONS_READ: [u32; 2] = [1, 2];
 /// Sections start at multiples of this.
 pub const ALIGN: u64 = 64;
-/// Header flag: embeddings are IEEE f16 instead of f32.
+/// Header flags, bits 0-1: how embeddings are stored (0 f32, 1 f16, 2 int8).
+pub const FLAG_VECTORS: u32 = 3;
+/// Header flag value: embeddings are IEEE f16 instead of f32 (versions 1 and 2).
 pub const FLAG_F16: u32 = 1;
+/// Header flag value: embeddings are int8 with a scale per template (version 2).
+pub const FLAG_I8: u32 = 2;
 
 /// The file header (128 bytes at offset 0).
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
@@ -20,7 +26,7 @@ pub struct FileHeader {
     pub magic: [u8; 8],
     /// Format version.
     pub version: u32,
-    /// [`FLAG_F16`] and reserved bits.
+    /// [`FLAG_VECTORS`] bits; the others are reserved (0).
     pub flags: u32,
     /// Templates in the shard.
     pub templates: u64,
@@ -154,7 +160,7 @@ pub enum SectionKind {
     FingerPosition = 2,
     /// u64 per template, plus one: word offsets into [`Self::Prepared`].
     PreparedOffsets = 3,
-    /// dim values per template, f32 (or f16 with [`FLAG_F16`]).
+    /// dim values per template: f32, f16 ([`FLAG_F16`]) or i8 ([`FLAG_I8`]).
     Embeddings = 4,
     /// Prepared cylinder blobs (u64 words), read by the matcher and the GPU in place.
     Prepared = 5,
@@ -168,11 +174,15 @@ pub enum SectionKind {
     Labels = 9,
     /// UTF-8 string heap of subject ids and labels.
     Strings = 10,
+    /// f32 per template with int8 embeddings (the scale of its row), else empty (version 2).
+    EmbeddingScales = 11,
+    /// The HNSW graph of every finger position ([`crate::index::layout`]), or empty (version 2).
+    Graphs = 12,
 }
 
 impl SectionKind {
-    /// Every section, in file order.
-    pub const ALL: [SectionKind; 10] = [
+    /// Every section of the current version, in file order.
+    pub const ALL: [SectionKind; 12] = [
         SectionKind::TemplateSubject,
         SectionKind::FingerPosition,
         SectionKind::PreparedOffsets,
@@ -183,7 +193,14 @@ impl SectionKind {
         SectionKind::Subjects,
         SectionKind::Labels,
         SectionKind::Strings,
+        SectionKind::EmbeddingScales,
+        SectionKind::Graphs,
     ];
+
+    /// The sections of format `version`, in file order.
+    pub fn of_version(version: u32) -> &'static [SectionKind] {
+        if version == 1 { &SectionKind::ALL[..10] } else { &SectionKind::ALL }
+    }
 
     /// From the on-disk code.
     pub fn from_code(c: u32) -> Option<SectionKind> {
@@ -203,6 +220,8 @@ impl SectionKind {
             SectionKind::Subjects => "subjects",
             SectionKind::Labels => "labels",
             SectionKind::Strings => "strings",
+            SectionKind::EmbeddingScales => "embedding scales",
+            SectionKind::Graphs => "graphs",
         }
     }
 }

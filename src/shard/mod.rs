@@ -1,13 +1,13 @@
 //! Gallery shards: versioned, self-describing, checksummed files that the
 //! server memory-maps and reads in place.
 //!
-//! # Byte layout (little-endian)
+//! # Byte layout (little-endian), format 2
 //!
 //! | offset | bytes | field |
 //! |-------:|------:|-------|
 //! | 0 | 8 | magic `WHORLSHD` |
-//! | 8 | 4 | format version (1) |
-//! | 12 | 4 | flags (bit 0: embeddings are f16) |
+//! | 8 | 4 | format version (2; 1 is still read) |
+//! | 12 | 4 | flags, bits 0-1: embeddings stored as 0 f32, 1 f16, 2 int8 |
 //! | 16 | 8 | template count T |
 //! | 24 | 8 | subject count S |
 //! | 32 | 8 | embedding method (NUL-padded name) |
@@ -17,31 +17,39 @@
 //! | 52 | 4 | CRC32C of the cylinder parameters (JSON of `MccParams`) |
 //! | 56 | 24 | R, σ_S, σ_D, μ_Ψ, Ω, min_VC (f32 each) |
 //! | 80 | 4 | min_M |
-//! | 84 | 4 | section count (10) |
+//! | 84 | 4 | section count (12; 10 in format 1) |
 //! | 88 | 4 | CRC32C of the header (this field as 0) and the section table |
 //! | 92 | 36 | reserved, 0 |
-//! | 128 | 32 × 10 | section table: kind u32, flags u32, offset u64, length u64, CRC32C u32, reserved u32 |
-//! | 448 | … | sections, each at a multiple of 64 bytes, in this order: |
+//! | 128 | 32 × 12 | section table: kind u32, flags u32, offset u64, length u64, CRC32C u32, reserved u32 |
+//! | 512 | … | sections, each at a multiple of 64 bytes, in this order: |
 //!
 //! | kind | section | content |
 //! |---:|---|---|
 //! | 1 | template subjects | u32 per template: index into subjects |
 //! | 2 | finger positions | u8 per template |
 //! | 3 | prepared offsets | u64 per template + 1: word offsets into prepared cylinders |
-//! | 4 | embeddings | D f32 (or f16) per template |
+//! | 4 | embeddings | D values per template: f32, f16 or i8 (flags) |
 //! | 5 | prepared cylinders | the [`crate::mcc::prepared`] blobs, back to back, read in place by the matcher and uploaded as is to the GPU |
 //! | 6 | minutiae offsets | u64 per template + 1: byte offsets into minutiae |
 //! | 7 | minutiae | per template: a 16-byte header (count, resolution, size, finger, impression, view, quality) and 16 bytes per minutia (x, y, angle f32; kind, quality u8), so vectors can be re-derived |
 //! | 8 | subjects | 16 bytes per subject: id offset, id length, first label, label count |
 //! | 9 | labels | 16 bytes per label: key offset and length, value offset and length |
 //! | 10 | strings | UTF-8 heap of subject ids and labels |
+//! | 11 | embedding scales | f32 per template with int8 embeddings (row `t` is `scale[t] · values`), else empty |
+//! | 12 | graphs | the HNSW graph of every finger position, searched in place over section 4 ([`crate::index::layout`] draws it), or empty |
+//!
+//! Format 1 is the first ten sections (embeddings f32 or f16, no graphs);
+//! it opens as it is, and `whorl migrate` rewrites it into format 2. The
+//! golden files in `tests/golden/` hold one shard of each format.
 //!
 //! [`ShardWriter`] streams with bounded memory and publishes atomically;
 //! [`Shard`] maps and checks before handing out typed slices. This module
 //! holds the crate's memory-mapping `unsafe` (in `reader.rs`).
 
 pub mod format;
+mod graphs;
 mod reader;
+mod records;
 mod writer;
 
 pub use format::SectionKind;

@@ -7,27 +7,37 @@
 //! arrays (monotonic, ending at their section's length) — no typed slice
 //! is handed out before that. It reads only the header, the table and the
 //! offsets, so opening costs milliseconds whatever the shard's size.
+//! Format 2's graphs section is checked the same way: its headers, every
+//! array inside it, and each partition's rows (ascending, in range, of
+//! its finger position, every template in exactly one partition) — a few
+//! milliseconds per million templates, never a parse of the graph.
 //! [`Shard::verify`] checks every section's CRC32C.
+//!
+//! The map is shared (`Arc`): whorl's HNSW graphs keep it to search the
+//! graph and embedding sections in place.
 
 #![allow(unsafe_code)]
 
 use super::ShardError;
 use super::format::*;
 use crate::embed::EmbeddingId;
-use crate::mcc::PreparedRef;
-use crate::template::{FingerPosition, ImpressionType, Minutia, MinutiaKind, Template};
+use crate::index::layout::{self, GraphLayout};
+use crate::index::{Bytes, IndexParams, VectorKind, Vectors, VectorsLayout};
 use memmap2::Mmap;
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// An open, checked shard.
 #[derive(Debug)]
 pub struct Shard {
     path: PathBuf,
-    map: Mmap,
+    pub(super) map: Arc<Mmap>,
     header: FileHeader,
     sections: Vec<(SectionKind, Range<usize>, u32)>,
+    vectors: VectorKind,
+    graphs: Vec<GraphLayout>,
 }
 
 impl Shard {
@@ -58,13 +68,14 @@ impl Shard {
             return Err(corrupt("header", 0, format!("file is {} bytes, the header needs {hsize}", map.len())));
         }
         let header: FileHeader = bytemuck::pod_read_unaligned(&map[..hsize]);
-        if header.version != VERSION {
+        if !VERSIONS_READ.contains(&header.version) {
             return Err(ShardError::Version { file: path.display().to_string(), found: header.version });
         }
+        let kinds = SectionKind::of_version(header.version);
         let esize = std::mem::size_of::<SectionEntry>();
         let count = header.section_count as usize;
         let table_end = hsize.saturating_add(count.saturating_mul(esize));
-        if count != SectionKind::ALL.len() || table_end > map.len() {
+        if count != kinds.len() || table_end > map.len() {
             return Err(corrupt(
                 "section table",
                 hsize as u64,
@@ -83,7 +94,7 @@ impl Shard {
         }
         let mut sections = Vec::with_capacity(count);
         let mut last_end = table_end as u64;
-        for (i, (e, want)) in table.iter().zip(SectionKind::ALL).enumerate() {
+        for (i, (e, &want)) in table.iter().zip(kinds).enumerate() {
             let at = (hsize + i * esize) as u64;
             let kind = SectionKind::from_code(e.kind).filter(|k| *k == want).ok_or_else(|| {
                 corrupt("section table", at, format!("entry {i} has kind {} (expected {})", e.kind, want as u32))
@@ -124,12 +135,20 @@ impl Shard {
             }
             gap_start = range.end;
         }
-        let shard = Shard { path: path.to_path_buf(), map, header, sections };
+        let vectors = match header.flags {
+            0 => VectorKind::F32,
+            FLAG_F16 => VectorKind::F16,
+            FLAG_I8 if header.version >= 2 => VectorKind::I8,
+            f => return Err(corrupt("header", 12, format!("unknown flags {f:#x}"))),
+        };
+        let mut shard =
+            Shard { path: path.to_path_buf(), map: Arc::new(map), header, sections, vectors, graphs: Vec::new() };
         shard.check_shapes()?;
+        shard.graphs = shard.check_graphs()?;
         Ok(shard)
     }
 
-    fn corrupt(&self, kind: SectionKind, offset: usize, problem: String) -> ShardError {
+    pub(super) fn corrupt(&self, kind: SectionKind, offset: usize, problem: String) -> ShardError {
         ShardError::Corrupt {
             file: self.path.display().to_string(),
             section: kind.name().into(),
@@ -143,8 +162,10 @@ impl Shard {
         let t = self.header.templates as usize;
         let s = self.header.subjects as usize;
         let dim = self.header.embedding_dim as usize;
-        let ew = if self.f16() { 2 } else { 4 };
+        let ew = self.vectors.value_bytes();
+        let scales = if self.header.version >= 2 { t.checked_mul(self.vectors.scale_bytes()) } else { Some(0) };
         let want = [
+            (SectionKind::EmbeddingScales, scales),
             (SectionKind::TemplateSubject, t.checked_mul(4)),
             (SectionKind::FingerPosition, Some(t)),
             (SectionKind::PreparedOffsets, t.checked_add(1).and_then(|x| x.checked_mul(8))),
@@ -196,21 +217,21 @@ impl Shard {
         Ok(())
     }
 
-    fn range(&self, k: SectionKind) -> Range<usize> {
+    pub(super) fn range(&self, k: SectionKind) -> Range<usize> {
         self.sections.iter().find(|s| s.0 == k).map(|s| s.1.clone()).unwrap_or(0..0)
     }
 
-    fn section(&self, k: SectionKind) -> &[u8] {
+    pub(super) fn section(&self, k: SectionKind) -> &[u8] {
         &self.map[self.range(k)]
     }
 
     // Sections start at 64-byte boundaries of a page-aligned map, so these
     // casts only fail on a length that check_shapes has already refused.
-    fn u64s(&self, k: SectionKind) -> &[u64] {
+    pub(super) fn u64s(&self, k: SectionKind) -> &[u64] {
         bytemuck::try_cast_slice(self.section(k)).unwrap_or(&[])
     }
 
-    fn u32s(&self, k: SectionKind) -> &[u32] {
+    pub(super) fn u32s(&self, k: SectionKind) -> &[u32] {
         bytemuck::try_cast_slice(self.section(k)).unwrap_or(&[])
     }
 
@@ -218,7 +239,7 @@ impl Shard {
     /// the section and its offset.
     pub fn verify(&self) -> Result<(), ShardError> {
         for (kind, range, crc) in &self.sections {
-            let got = crc32c::crc32c(&self.map[range.clone()]);
+            let got = parallel_crc(&self.map[range.clone()]);
             if got != *crc {
                 return Err(self.corrupt(
                     *kind,
@@ -257,7 +278,47 @@ impl Shard {
 
     /// Whether embeddings are stored as f16.
     pub fn f16(&self) -> bool {
-        self.header.flags & FLAG_F16 != 0
+        self.vectors == VectorKind::F16
+    }
+
+    /// How embeddings are stored.
+    pub fn vector_kind(&self) -> VectorKind {
+        self.vectors
+    }
+
+    /// Where the embeddings (and their scales) lie in the file.
+    pub fn vectors_layout(&self) -> VectorsLayout {
+        VectorsLayout {
+            kind: self.vectors,
+            dim: self.header.embedding_dim as usize,
+            values: self.range(SectionKind::Embeddings),
+            scales: self.range(SectionKind::EmbeddingScales),
+        }
+    }
+
+    /// The embeddings, read in place.
+    pub fn vectors(&self) -> Vectors<'_> {
+        let dim = self.header.embedding_dim as usize;
+        let empty = Vectors { rows: crate::index::vectors::Rows::F32(&[]), dim };
+        self.vectors_layout().view(&self.map).unwrap_or(empty)
+    }
+
+    /// The file's bytes, shared (for indexes searched in place).
+    pub fn bytes(&self) -> Bytes {
+        self.map.clone()
+    }
+
+    /// The checked layout of each finger position's graph (empty for
+    /// format 1 and for shards written without graphs).
+    pub fn graphs(&self) -> &[GraphLayout] {
+        &self.graphs
+    }
+
+    /// The parameters the graphs were built with, if the shard has graphs.
+    pub fn graph_params(&self) -> Option<IndexParams> {
+        let b = self.section(SectionKind::Graphs);
+        let h: layout::GraphsHeader = b.get(..64).map(bytemuck::pod_read_unaligned)?;
+        Some(IndexParams { max_connections: h.m as usize, ef_construction: h.ef_construction as usize })
     }
 
     /// The embedding the vectors were made with.
@@ -279,131 +340,40 @@ impl Shard {
         self.sections.iter().find(|s| s.0 == k).map(|s| s.2).unwrap_or(0)
     }
 
-    /// The f32 embeddings, row after row (`None` if stored as f16).
+    /// The f32 embeddings, row after row (`None` if stored otherwise).
     pub fn embeddings_f32(&self) -> Option<&[f32]> {
-        if self.f16() { None } else { bytemuck::try_cast_slice(self.section(SectionKind::Embeddings)).ok() }
+        match self.vectors {
+            VectorKind::F32 => bytemuck::try_cast_slice(self.section(SectionKind::Embeddings)).ok(),
+            _ => None,
+        }
     }
 
-    /// The embedding of template `t` as f32 (converted from f16 if needed).
+    /// The embedding of template `t` as f32 (converted from f16 or int8 if
+    /// needed); `out` is left as it is when `t` is out of range.
     pub fn embedding_into(&self, t: usize, out: &mut [f32]) {
-        let dim = self.header.embedding_dim as usize;
-        let s = self.section(SectionKind::Embeddings);
-        if self.f16() {
-            for (o, c) in out.iter_mut().zip(s[t * dim * 2..(t + 1) * dim * 2].chunks_exact(2)) {
-                *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        } else if let Some(all) = self.embeddings_f32() {
-            out.copy_from_slice(&all[t * dim..(t + 1) * dim]);
+        self.vectors().row_into(t, out);
+    }
+}
+
+/// CRC32C of `bytes`, chunks computed on all cores and combined (the
+/// full check of a 1M-finger shard is 12 GB of CRC).
+fn parallel_crc(bytes: &[u8]) -> u32 {
+    use rayon::prelude::*;
+    const CHUNK: usize = 8 << 20;
+    if bytes.len() <= CHUNK {
+        return crc32c::crc32c(bytes);
+    }
+    let parts: Vec<(u32, usize)> = bytes.par_chunks(CHUNK).map(|c| (crc32c::crc32c(c), c.len())).collect();
+    parts.into_iter().fold(0, |crc, (c, len)| crc32c::crc32c_combine(crc, c, len))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parallel_crc_is_the_crc() {
+        let bytes: Vec<u8> = (0..(20usize << 20) + 13).map(|i| (i * 31 % 251) as u8).collect();
+        for n in [0, 1, 8 << 20, (8 << 20) + 1, bytes.len()] {
+            assert_eq!(super::parallel_crc(&bytes[..n]), crc32c::crc32c(&bytes[..n]), "{n} bytes");
         }
-    }
-
-    /// The prepared cylinders of template `t`, read in place.
-    pub fn prepared(&self, t: usize) -> Result<PreparedRef<'_>, ShardError> {
-        let o = self.u64s(SectionKind::PreparedOffsets);
-        let words: &[u64] = bytemuck::try_cast_slice(self.section(SectionKind::Prepared)).unwrap_or(&[]);
-        let (a, b) = (o[t] as usize, o[t + 1] as usize);
-        PreparedRef::new(&words[a..b]).map_err(|e| {
-            self.corrupt(
-                SectionKind::Prepared,
-                self.range(SectionKind::Prepared).start + 8 * a,
-                format!("template {t}: {e}"),
-            )
-        })
-    }
-
-    /// All prepared words (the GPU uploads them as they are) and the
-    /// per-template word offsets.
-    pub fn prepared_words(&self) -> (&[u64], &[u64]) {
-        let words: &[u64] = bytemuck::try_cast_slice(self.section(SectionKind::Prepared)).unwrap_or(&[]);
-        (words, self.u64s(SectionKind::PreparedOffsets))
-    }
-
-    /// Finger position of template `t`.
-    pub fn finger(&self, t: usize) -> FingerPosition {
-        FingerPosition(self.section(SectionKind::FingerPosition)[t])
-    }
-
-    /// Index of the subject of template `t`.
-    pub fn subject_index(&self, t: usize) -> usize {
-        self.u32s(SectionKind::TemplateSubject)[t] as usize
-    }
-
-    fn string(&self, offset: u32, len: u32) -> Result<&str, ShardError> {
-        let heap = self.section(SectionKind::Strings);
-        let r = offset as usize..(offset as usize).saturating_add(len as usize);
-        heap.get(r.clone()).and_then(|b| std::str::from_utf8(b).ok()).ok_or_else(|| {
-            self.corrupt(
-                SectionKind::Strings,
-                self.range(SectionKind::Strings).start + r.start,
-                "string out of range or not UTF-8".into(),
-            )
-        })
-    }
-
-    fn subject_record(&self, s: usize) -> Result<SubjectRecord, ShardError> {
-        let b = self.section(SectionKind::Subjects);
-        b.get(16 * s..16 * s + 16).map(bytemuck::pod_read_unaligned).ok_or_else(|| {
-            self.corrupt(SectionKind::Subjects, self.range(SectionKind::Subjects).start, format!("no subject {s}"))
-        })
-    }
-
-    /// The id of subject `s`.
-    pub fn subject_id(&self, s: usize) -> Result<&str, ShardError> {
-        let r = self.subject_record(s)?;
-        self.string(r.id_offset, r.id_len)
-    }
-
-    /// The labels of subject `s`.
-    pub fn subject_labels(&self, s: usize) -> Result<Vec<(&str, &str)>, ShardError> {
-        let r = self.subject_record(s)?;
-        let table = self.section(SectionKind::Labels);
-        (r.labels_start as usize..(r.labels_start as usize).saturating_add(r.labels_count as usize))
-            .map(|i| {
-                let l: LabelRecord =
-                    table.get(16 * i..16 * i + 16).map(bytemuck::pod_read_unaligned).ok_or_else(|| {
-                        self.corrupt(
-                            SectionKind::Labels,
-                            self.range(SectionKind::Labels).start,
-                            format!("no label {i}"),
-                        )
-                    })?;
-                Ok((self.string(l.key_offset, l.key_len)?, self.string(l.value_offset, l.value_len)?))
-            })
-            .collect()
-    }
-
-    /// The stored template `t` (its minutiae exactly as enrolled).
-    pub fn template(&self, t: usize) -> Result<Template, ShardError> {
-        let o = self.u64s(SectionKind::MinutiaeOffsets);
-        let data = self.section(SectionKind::Minutiae);
-        let start = self.range(SectionKind::Minutiae).start;
-        let (a, b) = (o[t] as usize, o[t + 1] as usize);
-        let rec = &data[a..b];
-        let bad = |p: String| self.corrupt(SectionKind::Minutiae, start + a, format!("template {t}: {p}"));
-        if rec.len() < 16 {
-            return Err(bad("record shorter than its header".into()));
-        }
-        let h: MinutiaeHeader = bytemuck::pod_read_unaligned(&rec[..16]);
-        if rec.len() != 16 + 16 * h.count as usize {
-            return Err(bad(format!("{} bytes for {} minutiae", rec.len(), h.count)));
-        }
-        let minutiae = rec[16..]
-            .chunks_exact(16)
-            .map(|c| {
-                let p: PackedMinutia = bytemuck::pod_read_unaligned(c);
-                Minutia { x: p.x, y: p.y, angle: p.angle, kind: MinutiaKind::from_code(p.kind), quality: p.quality }
-            })
-            .collect();
-        Ok(Template {
-            finger_position: FingerPosition(h.finger),
-            impression_type: ImpressionType(h.impression),
-            view_number: h.view,
-            resolution_x: h.resolution_x,
-            resolution_y: h.resolution_y,
-            width: h.width,
-            height: h.height,
-            quality: h.quality,
-            minutiae,
-        })
     }
 }

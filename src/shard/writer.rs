@@ -7,10 +7,17 @@
 //! 64-byte boundaries in a temporary file, computing each CRC32C while
 //! copying, writes the header and section table, fsyncs, renames over the
 //! target and fsyncs the folder: a reader sees the whole shard or none.
+//!
+//! Before that, unless the spec says otherwise, it builds the HNSW graph
+//! of every finger position over the embeddings exactly as stored (read
+//! back from their spill file) and lays them out as the graphs section, so
+//! the graphs are covered by the same checksums and published with the
+//! shard in one rename.
 
 use super::ShardError;
 use super::format::*;
 use crate::embed::EmbeddingId;
+use crate::index::{IndexParams, VectorKind};
 use crate::mcc::{MccParams, Prepared};
 use crate::template::Template;
 use std::collections::HashMap;
@@ -25,8 +32,17 @@ pub struct ShardSpec {
     pub embedding: EmbeddingId,
     /// The cylinder parameters of the prepared blobs.
     pub mcc: MccParams,
-    /// Store embeddings as f16 (half the bytes).
-    pub f16: bool,
+    /// How embeddings are stored.
+    pub vectors: VectorKind,
+    /// Build the HNSW graphs with these parameters (`None`: an empty graphs section).
+    pub graphs: Option<IndexParams>,
+}
+
+impl ShardSpec {
+    /// A spec with f32 embeddings and graphs of the default parameters.
+    pub fn new(embedding: EmbeddingId, mcc: MccParams) -> ShardSpec {
+        ShardSpec { embedding, mcc, vectors: VectorKind::F32, graphs: Some(IndexParams::default()) }
+    }
 }
 
 /// One template to store.
@@ -60,7 +76,7 @@ pub struct ShardSummary {
 }
 
 /// The per-template sections that stream through spill files.
-const SPILLED: [SectionKind; 7] = [
+const SPILLED: [SectionKind; 8] = [
     SectionKind::TemplateSubject,
     SectionKind::FingerPosition,
     SectionKind::PreparedOffsets,
@@ -68,7 +84,14 @@ const SPILLED: [SectionKind; 7] = [
     SectionKind::Prepared,
     SectionKind::MinutiaeOffsets,
     SectionKind::Minutiae,
+    SectionKind::EmbeddingScales,
 ];
+/// Spill of the finger positions.
+const SPILL_FINGERS: usize = 1;
+/// Spill of the embeddings.
+const SPILL_EMBEDDINGS: usize = 3;
+/// Spill of the embedding scales.
+const SPILL_SCALES: usize = 7;
 
 /// Writes one shard.
 pub struct ShardWriter {
@@ -167,11 +190,11 @@ impl ShardWriter {
         self.spill(0, &subject.to_le_bytes())?;
         self.spill(1, &[e.template.finger_position.0])?;
         self.spill(2, &self.prepared_words.to_le_bytes())?;
-        if self.spec.f16 {
-            let b: Vec<u8> = e.embedding.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
-            self.spill(3, &b)?;
-        } else {
-            self.spill(3, bytemuck::cast_slice(e.embedding))?;
+        let mut b = Vec::with_capacity(dim * 4);
+        let scale = self.spec.vectors.encode(e.embedding, &mut b);
+        self.spill(SPILL_EMBEDDINGS, &b)?;
+        if self.spec.vectors == VectorKind::I8 {
+            self.spill(SPILL_SCALES, &scale.to_le_bytes())?;
         }
         self.spill(4, bytemuck::cast_slice(e.prepared.words()))?;
         self.prepared_words += e.prepared.words().len() as u64;
@@ -210,14 +233,34 @@ impl ShardWriter {
         self.templates == 0
     }
 
-    /// Assembles, checksums and durably publishes the shard.
-    pub fn finish(mut self) -> Result<ShardSummary, ShardError> {
+    /// Builds the graphs, then assembles, checksums and durably publishes the shard.
+    pub fn finish(self) -> Result<ShardSummary, ShardError> {
+        self.finish_with(&mut |_, _| {})
+    }
+
+    /// As [`Self::finish`], calling `progress(done, total)` as graph nodes
+    /// are inserted (total: the templates).
+    pub fn finish_with(mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<ShardSummary, ShardError> {
         // Closing offsets.
         self.spill(2, &self.prepared_words.to_le_bytes())?;
         self.spill(5, &self.minutiae_bytes.to_le_bytes())?;
         for (w, p) in self.spills.iter_mut().zip(&self.spill_paths) {
             w.flush().map_err(|e| io(p, e))?;
         }
+        let graphs = match self.spec.graphs {
+            Some(p) => super::graphs::build_section(
+                [
+                    &self.spill_paths[SPILL_FINGERS],
+                    &self.spill_paths[SPILL_EMBEDDINGS],
+                    &self.spill_paths[SPILL_SCALES],
+                ],
+                self.spec.vectors,
+                self.spec.embedding.dim as usize,
+                &p,
+                progress,
+            )?,
+            None => Vec::new(),
+        };
         let path = self.path.clone();
         let mut sections: Vec<(SectionKind, u64, u64, u32)> = Vec::new();
         let table_end =
@@ -235,6 +278,7 @@ impl ShardWriter {
                         let bytes: &[u8] = match kind {
                             SectionKind::Subjects => bytemuck::cast_slice(&self.subjects),
                             SectionKind::Labels => bytemuck::cast_slice(&self.labels),
+                            SectionKind::Graphs => &graphs,
                             _ => &self.strings,
                         };
                         out.write_all(bytes)?;
@@ -275,7 +319,11 @@ impl ShardWriter {
         FileHeader {
             magic: MAGIC,
             version: VERSION,
-            flags: if self.spec.f16 { FLAG_F16 } else { 0 },
+            flags: match self.spec.vectors {
+                VectorKind::F32 => 0,
+                VectorKind::F16 => FLAG_F16,
+                VectorKind::I8 => FLAG_I8,
+            },
             templates: self.templates,
             subjects: self.subjects.len() as u64,
             embedding_method: self.spec.embedding.method,
