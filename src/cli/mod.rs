@@ -10,6 +10,7 @@ mod eval;
 mod gallery;
 mod hnsw_bench;
 mod serve;
+mod serving_eval;
 mod synth;
 mod template;
 

@@ -13,11 +13,48 @@ pub struct GpuOptions {
     pub allow_software: bool,
     /// Use the adapter whose name contains this (e.g. from `WHORL_GPU_ADAPTER`).
     pub adapter_name: Option<String>,
+    /// Cap on one storage binding, bytes (default: the device's limit;
+    /// `WHORL_GPU_MAX_BINDING`). Small values split galleries into many
+    /// chunks, so that tests run the multi-chunk paths on any device.
+    pub max_binding: Option<u64>,
+    /// Cap on work items per dispatch (default: the device's limit;
+    /// `WHORL_GPU_MAX_ITEMS`). Small values make many batches.
+    pub max_items: Option<usize>,
 }
 
 impl Default for GpuOptions {
     fn default() -> GpuOptions {
-        GpuOptions { allow_software: true, adapter_name: std::env::var("WHORL_GPU_ADAPTER").ok() }
+        let num = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok());
+        GpuOptions {
+            allow_software: true,
+            adapter_name: std::env::var("WHORL_GPU_ADAPTER").ok(),
+            max_binding: num("WHORL_GPU_MAX_BINDING"),
+            max_items: num("WHORL_GPU_MAX_ITEMS").map(|v| v as usize),
+        }
+    }
+}
+
+/// What `WHORL_REQUIRE_GPU` asks of tests: `1` or `any`, a GPU backend must
+/// open, a software adapter (lavapipe) counting; `hardware`, it must be a
+/// hardware adapter; unset or anything else, tests without an adapter skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// Skip GPU tests without an adapter.
+    None,
+    /// Any adapter, software included.
+    Any,
+    /// A hardware adapter.
+    Hardware,
+}
+
+impl Requirement {
+    /// From `WHORL_REQUIRE_GPU`.
+    pub fn from_env() -> Requirement {
+        match std::env::var("WHORL_REQUIRE_GPU").as_deref().map(str::trim) {
+            Ok("1") | Ok("any") | Ok("software") => Requirement::Any,
+            Ok("hardware") => Requirement::Hardware,
+            _ => Requirement::None,
+        }
     }
 }
 

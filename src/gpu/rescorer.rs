@@ -133,6 +133,8 @@ impl GpuRescorer {
         table.extend(&l.z3);
         let lut_np = table.len() as u32;
         table.extend(&l.np);
+        let lut_stretch = table.len() as u32;
+        table.extend(&l.stretch);
         let luts = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("luts"),
             contents: bytemuck::cast_slice(&table),
@@ -147,11 +149,20 @@ impl GpuRescorer {
             lut_z2,
             lut_z3,
             lut_np,
+            lut_stretch,
+            pad: [0; 3],
         };
         let limits = d.limits();
-        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) & !3;
-        let max_items =
-            (limits.max_compute_workgroups_per_dimension as usize).pow(2).min(max_binding as usize / 16).min(1 << 20);
+        let max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+            .min(opts.max_binding.unwrap_or(u64::MAX).max(4096))
+            & !7;
+        let max_items = (limits.max_compute_workgroups_per_dimension as usize)
+            .pow(2)
+            .min(max_binding as usize / 16)
+            .min(1 << 20)
+            .min(opts.max_items.unwrap_or(usize::MAX).max(1));
         ctx.check()?;
         Ok(GpuRescorer {
             ctx,

@@ -610,8 +610,14 @@ impl Searcher {
     /// The subjects worth a second round: all when few, else the strongest
     /// by round-1 evidence (the sum over fingers of the best ln FMR), at
     /// least four times the candidates asked for. A subject left out keeps
-    /// the fingers round 1 scored; its fused score can only be lower than a
-    /// full round would give, so the FPIR can only fall.
+    /// the fingers round 1 scored, and [`Self::fuse_subject`] counts each of
+    /// its other comparable fingers as a finger without evidence (p = 1):
+    /// Fisher's P(k, x) falls as x grows, so its fused score is at most what
+    /// a full round would give. Leaving subjects out can therefore neither
+    /// lift an impostor above the threshold (the FPIR can only fall) nor
+    /// rank anyone higher than a full round would. (Counting only the scored fingers, as an
+    /// earlier version did, does the opposite: P(1, x) < P(k, x), so one
+    /// lucky finger alone outranked a mate whose other fingers were scored.)
     fn round2_subjects(
         &self,
         prepped: &[Prepped],
@@ -663,7 +669,14 @@ impl Searcher {
                     let (ea, eb) = (self.model.ln_fmr(a.2.n_p, a.2.score()), self.model.ln_fmr(b.2.n_p, b.2.score()));
                     eb.total_cmp(&ea)
                 });
-            let Some((src, g, parts)) = best else { continue };
+            let Some((src, g, parts)) = best else {
+                if !comp.is_empty() {
+                    // Comparable but not scored (left out of round 2): a
+                    // finger without evidence, p = 1 (see round2_subjects).
+                    evidence.push(FingerEvidence { ln_fmr: 0.0, tries: comp.len() });
+                }
+                continue;
+            };
             let ev = fusion::evidence(&self.model, &parts, comp.len());
             evidence.push(ev);
             fingers.push(FingerScore {

@@ -144,11 +144,22 @@ pub struct BackendSection {
     pub choice: BackendChoice,
     /// GPU memory for resident shard cylinders, MiB.
     pub gpu_resident_mib: u64,
+    /// Cap on one GPU storage binding, bytes (default: the device's limit;
+    /// `WHORL_GPU_MAX_BINDING`). Tests set it small to run the multi-chunk paths.
+    pub gpu_max_binding: Option<u64>,
+    /// Cap on work items per GPU dispatch (default: the device's limit;
+    /// `WHORL_GPU_MAX_ITEMS`). Tests set it small to run the multi-batch paths.
+    pub gpu_max_items: Option<usize>,
 }
 
 impl Default for BackendSection {
     fn default() -> BackendSection {
-        BackendSection { choice: BackendChoice::Auto, gpu_resident_mib: 4096 }
+        BackendSection {
+            choice: BackendChoice::Auto,
+            gpu_resident_mib: 4096,
+            gpu_max_binding: None,
+            gpu_max_items: None,
+        }
     }
 }
 

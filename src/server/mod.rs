@@ -33,7 +33,7 @@ use crate::mcc::Matcher;
 use crate::rescore::{AutoRescorer, BackendChoice, CpuRescorer, Rescorer};
 use crate::search::Searcher;
 use crate::search::impostor::ImpostorModel;
-use config::{Config, SyncChoice};
+use config::{BackendSection, Config, SyncChoice};
 use service::{Services, State};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -64,17 +64,23 @@ pub type Backend = (Arc<dyn Rescorer>, Option<Arc<GpuRescorer>>);
 /// hardware GPU when there is one (never a software one: lavapipe is far
 /// slower than the CPU kernel), `gpu` insists on one (software allowed),
 /// `cpu` never looks. A GPU lost while serving falls back to the CPU.
-pub fn backend(choice: BackendChoice, matcher: &Matcher, resident_mib: u64) -> Result<Backend, ServeError> {
+pub fn backend(choice: BackendChoice, matcher: &Matcher, section: &BackendSection) -> Result<Backend, ServeError> {
     let cpu = CpuRescorer::new(matcher.clone());
-    let budget = resident_mib << 20;
+    let budget = section.gpu_resident_mib << 20;
+    let defaults = GpuOptions::default();
+    let limits = GpuOptions {
+        max_binding: section.gpu_max_binding.or(defaults.max_binding),
+        max_items: section.gpu_max_items.or(defaults.max_items),
+        ..defaults
+    };
     let gpu = match choice {
         BackendChoice::Cpu => None,
         BackendChoice::Gpu => {
-            let opts = GpuOptions { allow_software: true, ..GpuOptions::default() };
+            let opts = GpuOptions { allow_software: true, ..limits };
             Some(GpuRescorer::new(matcher, &opts, budget).map_err(|e| ServeError::Io(format!("backend gpu: {e}")))?)
         }
         BackendChoice::Auto => {
-            let opts = GpuOptions { allow_software: false, ..GpuOptions::default() };
+            let opts = GpuOptions { allow_software: false, ..limits };
             match GpuRescorer::new(matcher, &opts, budget) {
                 Ok(g) => Some(g),
                 Err(e) => {
@@ -98,8 +104,7 @@ pub fn backend(choice: BackendChoice, matcher: &Matcher, resident_mib: u64) -> R
 fn open_searcher(cfg: &Config, gpu_slot: &mut Option<Arc<GpuRescorer>>) -> Result<Searcher, String> {
     let matcher = Matcher::default();
     let model = ImpostorModel::builtin(crate::shard::mcc_params_crc(matcher.params())).map_err(|e| e.to_string())?;
-    let (rescorer, gpu) =
-        backend(cfg.backend.choice, &matcher, cfg.backend.gpu_resident_mib).map_err(|e| e.to_string())?;
+    let (rescorer, gpu) = backend(cfg.backend.choice, &matcher, &cfg.backend).map_err(|e| e.to_string())?;
     *gpu_slot = gpu;
     let opts = GalleryOptions {
         verify_on_open: cfg.gallery.verify_on_open,
