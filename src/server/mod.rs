@@ -209,7 +209,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         audit: Mutex::new(audit),
         metrics: Arc::clone(&metrics),
         gpu: OnceLock::new(),
-        model: "impostor-mcc-v1".into(),
+        model: "impostor-mcc-v2".into(),
         identifications: AtomicU64::new(0),
     });
     let services = Services::new(Arc::clone(&st));
