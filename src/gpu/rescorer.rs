@@ -283,6 +283,23 @@ impl Rescorer for GpuRescorer {
 
     fn rescore(&self, queries: &[Query<'_>]) -> Result<Vec<Vec<ScoreParts>>, RescoreError> {
         self.ctx.check()?;
+        // The probes of one call share one binding: more than fit are
+        // scored in groups that do, one call each (a single probe larger
+        // than a binding is refused below).
+        let probe_bytes = |q: &Query<'_>| q.probe.words().len() as u64 * 8;
+        if queries.len() > 1 && queries.iter().map(probe_bytes).sum::<u64>() > self.max_binding {
+            let mut out = Vec::with_capacity(queries.len());
+            let (mut start, mut bytes) = (0, 0u64);
+            for (i, q) in queries.iter().enumerate() {
+                if i > start && bytes + probe_bytes(q) > self.max_binding {
+                    out.extend(self.rescore(&queries[start..i])?);
+                    (start, bytes) = (i, 0);
+                }
+                bytes += probe_bytes(q);
+            }
+            out.extend(self.rescore(&queries[start..])?);
+            return Ok(out);
+        }
         let d = &self.ctx.device;
         let t0 = Instant::now();
         let mut timings = Timings::default();
