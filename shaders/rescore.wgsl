@@ -51,13 +51,7 @@ fn rho(pa: u32, na: u32, gb: u32, nb: u32, t: u32, k: u32) -> u32 {
     let jk = pair_j[k];
     let ga = probes[geom_offset(pa, na) + it * na + ik];
     let gg = gallery[geom_offset(gb, nb) + jt * nb + jk];
-    let da = ga & 0xffffu;
-    let db = gg & 0xffffu;
-    let d1 = max(da, db) - min(da, db);
-    if (d1 >= Z1_LEN) {
-        return 0u;
-    }
-    let z1 = luts[params.lut_z1 + d1];
+    let z1 = z1_of(ga & 0xffffu, gg & 0xffffu);
     if (z1 == 0u) {
         return 0u;
     }

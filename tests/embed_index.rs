@@ -36,7 +36,10 @@ fn embeddings_are_unit_deterministic_and_pose_invariant() {
         assert_eq!(v, e.embed(&t), "deterministic");
         for (a, dx, dy) in [(PI / 7.0, 100.0, -40.0), (-2.0, 0.0, 300.0)] {
             let w = e.embed(&transform(&t, a, dx, dy));
-            assert!(dot(&v, &w) > 0.999, "finger {id}: rotated copy at cosine {}", dot(&v, &w));
+            // 0.998 and up measured with the learned whitening of model v2,
+            // which weights the directions that barely vary between
+            // impressions, where a moved copy's rounding shows (PCA: 0.999).
+            assert!(dot(&v, &w) > 0.995, "finger {id}: rotated copy at cosine {}", dot(&v, &w));
         }
         // Another impression of the same finger is closer than other fingers.
         let mate = e.embed(&synth.template(id, 1));

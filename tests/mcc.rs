@@ -130,38 +130,110 @@ fn poor_templates_give_zero_not_a_panic() {
     }
 }
 
-/// The fast kernels compute the plain definition's integers exactly.
+/// The Γ stage of cylinders `a` and `b` by the plain definition: every
+/// pair (no direction window walk), δ_θ tested on the directions, the
+/// popcounts layer by layer with the masks (no bit-planes), γ from them.
+fn plain_gamma_keys(m: &Matcher, a: PreparedRef, b: PreparedRef) -> Vec<u64> {
+    let mut keys = Vec::new();
+    for i in 0..a.len() {
+        for j in 0..b.len() {
+            let g = m.similarity(a, i, b, j);
+            if g > 0 {
+                keys.push((u64::from(g) << 32) | u64::from(!((i * b.len() + j) as u32)));
+            }
+        }
+    }
+    keys.sort_unstable();
+    keys
+}
+
+/// γ of the paper (eq. 17, bit version) in floating point, from the plain popcounts.
+fn gamma_f64(m: &Matcher, a: PreparedRef, i: usize, b: PreparedRef, j: usize) -> f64 {
+    let c = Matcher::pair_counts(a, i, b, j);
+    let both = f64::from(c.both) / 208.0;
+    let delta = f64::from(m.params().delta_theta);
+    let da = f64::from(a.angle(i).wrapping_sub(b.angle(j)) as i16).abs() / 65536.0 * std::f64::consts::TAU;
+    let (na, nb) = (f64::from(c.a).sqrt(), f64::from(c.b).sqrt());
+    if both < f64::from(m.params().min_me) - 1e-9 || da > delta + 1e-4 || na + nb == 0.0 {
+        return 0.0;
+    }
+    1.0 - f64::from(c.xor).sqrt() / (na + nb)
+}
+
+fn kernel_templates() -> Vec<Prepared> {
+    let m = Matcher::default();
+    let mut templates: Vec<Template> = fvc_templates().into_iter().map(|(_, t)| t).collect();
+    templates.extend(Synth::new(SynthParams::default(), 3).batch(0..40, 0..2).into_iter().map(|r| r.template));
+    templates.iter().map(|t| m.prepare(t)).collect()
+}
+
+/// The Γ stage the matcher runs (bit-plane counts, the direction window
+/// walk, AVX-512 where the CPU has it) gives exactly the keys of the plain
+/// definition, and those γ are the paper's to within the tables' rounding.
+#[test]
+fn the_gamma_stage_equals_the_plain_definition() {
+    let fast = Matcher::default();
+    let portable = Matcher::default().portable();
+    eprintln!("matcher kernel: {:?}", fast.kernel());
+    let prepared = kernel_templates();
+    let (mut s1, mut s2) = (Scratch::new(), Scratch::new());
+    let (mut pairs, mut keys_seen, mut worst) = (0, 0usize, 0f64);
+    for (i, a) in prepared.iter().enumerate() {
+        for b in prepared.iter().skip(i % 17).step_by(17) {
+            let plain = plain_gamma_keys(&fast, a.view(), b.view());
+            for m in [&fast, &portable] {
+                let s = if m.kernel() == fast.kernel() { &mut s1 } else { &mut s2 };
+                let mut got = m.gamma_keys(a.view(), b.view(), s).to_vec();
+                got.sort_unstable();
+                assert_eq!(got, plain, "{:?} kernel, template {i}", m.kernel());
+            }
+            for &k in plain.iter().step_by(7) {
+                let idx = !(k as u32) as usize;
+                let (ci, cj) = (idx / b.len(), idx % b.len());
+                let want = gamma_f64(&fast, a.view(), ci, b.view(), cj);
+                worst = worst.max(((k >> 32) as f64 / 65536.0 - want).abs());
+            }
+            keys_seen += plain.len();
+            pairs += 1;
+        }
+    }
+    eprintln!("{pairs} template pairs, {keys_seen} cylinder pairs with γ > 0; largest |γ − γ_paper| {worst:.2e}");
+    let n = prepared.len();
+    assert!(n == 80 || n == 400, "{n} templates (80 synthetic, 320 real)");
+    assert!(pairs >= n * n / 18 && keys_seen > 100 * pairs, "{pairs} pairs, {keys_seen} keys");
+    assert!(worst < 2e-3, "integer γ strays {worst} from the paper's");
+}
+
+/// The kernels give the same score parts: the AVX-512 one (where the CPU
+/// has it) and the portable one, and LSS-R over the plain Γ keys.
 #[test]
 fn kernels_agree_with_the_definition() {
     let fast = Matcher::default();
     let portable = Matcher::default().portable();
     if fast.kernel() == Kernel::Portable {
-        eprintln!("note: this CPU has no AVX-512 VPOPCNTDQ; comparing the portable kernel with the definition only");
+        eprintln!("note: this CPU has no AVX-512 VPOPCNTDQ; the portable kernel is compared with the definition only");
     }
-    let mut templates: Vec<Template> = fvc_templates().into_iter().map(|(_, t)| t).collect();
-    templates.extend(Synth::new(SynthParams::default(), 3).batch(0..40, 0..2).into_iter().map(|r| r.template));
-    let prepared: Vec<Prepared> = templates.iter().map(|t| fast.prepare(t)).collect();
+    let prepared = kernel_templates();
     let (mut s1, mut s2) = (Scratch::new(), Scratch::new());
+    let mut lssr_scratch = whorl::mcc::lssr::LssrScratch::default();
+    let luts = fast.luts();
     let mut pairs = 0;
     for (i, a) in prepared.iter().enumerate() {
         for b in prepared.iter().skip(i % 13).step_by(13) {
             let (x, y) =
                 (fast.score_parts(a.view(), b.view(), &mut s1), portable.score_parts(a.view(), b.view(), &mut s2));
             assert_eq!(x, y, "template {i}");
+            if !a.is_empty() && !b.is_empty() {
+                let mut keys = plain_gamma_keys(&fast, a.view(), b.view());
+                let n_p = luts.np[a.len().min(b.len()).min(255)];
+                let (sum, n_r) = whorl::mcc::lssr::lssr(luts, a.view(), b.view(), &mut keys, n_p, &mut lssr_scratch);
+                assert_eq!((sum, n_p, n_r), (x.sum, x.n_p, x.n_r), "template {i}: LSS-R over the plain Γ keys");
+            }
             pairs += 1;
         }
     }
-    assert!(pairs > 5000);
-    // And cylinder by cylinder, γ from the Γ stage equals γ from the plain popcounts.
-    let (a, b) = (prepared[0].view(), prepared[1].view());
-    for i in 0..a.len() {
-        for j in 0..b.len() {
-            let plain = fast.similarity(a, i, b, j);
-            let c = Matcher::pair_counts(a, i, b, j);
-            assert!(c.xor <= c.a + c.b && c.both <= 208);
-            assert!(plain <= 1 << 16);
-        }
-    }
+    let n = prepared.len();
+    assert!(pairs >= n * n / 14, "{pairs} pairs of {n} templates");
 }
 
 #[test]
@@ -181,33 +253,38 @@ fn prepared_blobs_are_validated() {
     assert!(PreparedRef::new(&[]).is_err());
 }
 
-/// The target: average EER at most 5% and FMR1000 under 15% on
-/// FVC2002 DB1-DB4 (B sets), the FVC protocol.
+/// Accuracy on FVC2002 (the FVC protocol), per part, with thresholds a
+/// little above what is measured (`benches/reports/accuracy/`: EER 2.32%,
+/// 3.57% and 2.94%; FMR1000 6.07%, 11.43% and 8.75% on the calibration
+/// part, the held-out part and all four), so that a real regression fails.
 #[test]
-fn fvc2002_accuracy_meets_the_targets() {
-    let dirs = whorl::data::fvc2002_dirs();
-    if dirs.is_empty() {
-        eprintln!("skipped: fvc2002 accuracy: ../shared/data not found");
-        return;
-    }
+fn fvc2002_accuracy_holds_on_both_parts() {
+    use whorl::data::Split;
+    let Some(dirs) = common::fvc_split_or_skip("fvc2002 accuracy", Split::All) else { return };
     let m = Matcher::new(MccParams::default());
-    let rates: Vec<_> = dirs.iter().map(|d| eval::evaluate(&m, &eval::load_database(d).unwrap()).rates).collect();
-    let avg = |f: fn(&eval::metrics::Rates) -> f64| rates.iter().map(f).sum::<f64>() / rates.len() as f64;
-    let (eer, fmr1000) = (avg(|r| r.eer), avg(|r| r.fmr1000));
-    eprintln!("average EER {:.2}%, FMR1000 {:.2}%", 100.0 * eer, 100.0 * fmr1000);
-    assert!(eer <= 0.05, "average EER {eer}");
-    assert!(fmr1000 < 0.15, "average FMR1000 {fmr1000}");
+    let dbs: Vec<eval::Database> = dirs.iter().map(|d| eval::load_database(d).unwrap()).collect();
+    assert!(dbs.iter().all(|d| d.entries.len() == 80 && d.fvc2002().is_some()), "the four FVC2002 B sets");
+    let e = eval::suite::Evaluation::run(&m, dbs, 50, 1);
+    assert!(e.is_fvc2002);
+    let limits = [(Split::Calibration, 0.026, 0.070), (Split::HeldOut, 0.040, 0.130), (Split::All, 0.032, 0.100)];
+    for (split, eer, fmr1000) in limits {
+        let r = e.group(split).unwrap().rates;
+        eprintln!("{}: EER {:.2}%, FMR1000 {:.2}%", split.describe(), 100.0 * r.eer, 100.0 * r.fmr1000);
+        assert!(r.eer <= eer, "{}: average EER {} above {eer}", split.describe(), r.eer);
+        assert!(r.fmr1000 <= fmr1000, "{}: average FMR1000 {} above {fmr1000}", split.describe(), r.fmr1000);
+        assert_eq!(e.group(split).unwrap().members.len(), split.databases().len());
+    }
+    let n: usize = e.scores.iter().map(|s| s.genuine.len() + s.impostor.len()).sum();
+    assert_eq!(n, 4 * (280 + 2880), "every protocol pair scored");
 }
 
 #[test]
 fn thresholds_from_real_impostors() {
-    let dirs = whorl::data::fvc2002_dirs();
-    if dirs.is_empty() {
-        return;
-    }
+    let Some(dirs) = common::fvc_split_or_skip("thresholds", whorl::data::Split::Calibration) else { return };
     let m = Matcher::default();
     let scores = eval::evaluate(&m, &eval::load_database(&dirs[0]).unwrap());
     let imp: Vec<f32> = scores.impostor.iter().map(|p| p.2).collect();
+    assert_eq!(imp.len(), 2880);
     let op = whorl::mcc::threshold::threshold_for_fmr(&imp, 0.001).unwrap();
     assert!(op.achieved_fmr <= 0.001);
     let op1 = whorl::mcc::threshold::threshold_for_fmr(&imp, 0.01).unwrap();

@@ -2,8 +2,9 @@
 //! the matcher's integers exactly (and so the same scores).
 //!
 //! GPU tests need an adapter (lavapipe in CI). Without one they say
-//! "skipped: no adapter" loudly, unless `WHORL_REQUIRE_GPU=1`, which turns
-//! the skip into a failure (CI sets it).
+//! "skipped: no adapter" loudly, unless `WHORL_REQUIRE_GPU` is `1` (any
+//! adapter, software included: CI sets it) or `hardware` (a hardware
+//! adapter), which turn the skip into a failure.
 
 mod common;
 
@@ -13,20 +14,15 @@ use whorl::rescore::{AutoRescorer, Backend, Candidate, CpuRescorer, Location, Qu
 use whorl::synth::{Synth, SynthParams};
 use whorl::template::{Minutia, MinutiaKind, Template};
 
+/// The GPU backend with the device's own limits.
 fn gpu() -> Option<GpuRescorer> {
-    match GpuRescorer::new(&Matcher::default(), &GpuOptions::default(), 1 << 30) {
-        Ok(g) => {
-            eprintln!("GPU backend: {}", g.describe());
-            Some(g)
-        }
-        Err(e) => {
-            if std::env::var("WHORL_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("WHORL_REQUIRE_GPU=1 but no GPU backend: {e}");
-            }
-            eprintln!("\n*** skipped: no adapter ({e}) ***\n");
-            None
-        }
-    }
+    common::gpu_or_skip("rescore", GpuOptions::default())
+}
+
+/// The GPU backend with 1 MiB bindings and 64 items per dispatch: every
+/// test gallery spans several chunks and dispatches.
+fn gpu_small() -> Option<GpuRescorer> {
+    common::gpu_or_skip("rescore (small bindings)", common::small_gpu_limits())
 }
 
 /// Templates that stress the edges: empty, one minutia, two, duplicates, a
@@ -88,11 +84,7 @@ fn check_backend(r: &dyn Rescorer, name: &str) {
 }
 
 fn fvc_queries(m: &Matcher) -> Option<(Vec<Prepared>, whorl::eval::Pairs)> {
-    let dirs = whorl::data::fvc2002_dirs();
-    if dirs.is_empty() {
-        eprintln!("skipped: fvc2002 parity: ../shared/data not found");
-        return None;
-    }
+    let dirs = common::fvc_split_or_skip("fvc2002 parity", whorl::data::Split::All)?;
     let mut prepared = Vec::new();
     let mut pairs = Vec::new();
     for d in dirs {
@@ -147,11 +139,40 @@ fn gpu_backend_gives_the_matchers_integers() {
     check_fvc(&g, "gpu");
 }
 
+/// The same with small bindings and dispatches: the streamed candidates
+/// split into several groups and each group into several batches.
+#[test]
+fn gpu_backend_in_small_bindings_gives_the_matchers_integers() {
+    let Some(g) = gpu_small() else { return };
+    assert_eq!(g.max_binding(), 1 << 20);
+    check_backend(&g, "gpu, 1 MiB bindings");
+    check_fvc(&g, "gpu, 1 MiB bindings");
+    // 2 probes × 400 streamed candidates: several binding-sized groups, 64 items per dispatch.
+    let m = Matcher::default();
+    let s = Synth::new(SynthParams::default(), 4);
+    let gallery: Vec<Prepared> = (0..400).map(|i| m.prepare(&s.template(i, 0))).collect();
+    let probes: Vec<Prepared> = (0..2).map(|i| m.prepare(&s.template(i, 1))).collect();
+    let queries: Vec<Query> = probes
+        .iter()
+        .map(|p| Query {
+            probe: p.view(),
+            candidates: gallery.iter().map(|c| Candidate { prepared: c.view(), location: None }).collect(),
+        })
+        .collect();
+    let got = g.rescore(&queries).unwrap();
+    let t = g.last_timings();
+    let bytes: usize = gallery.iter().map(|p| p.words().len() * 8).sum::<usize>() * 2;
+    assert!(bytes as u64 > 2 * g.max_binding(), "{bytes} bytes streamed: several groups");
+    assert!(t.dispatches >= 800 / 64 && t.items == 800, "{t:?}");
+    let cpu = CpuRescorer::new(m);
+    assert_eq!(got, cpu.rescore(&queries).unwrap());
+}
+
 /// Candidates read from resident shard buffers score like streamed ones,
 /// also when the binding limit forces several chunks.
 #[test]
 fn gpu_resident_shards_match_streamed() {
-    let Some(g) = gpu() else { return };
+    let Some(g) = gpu_small() else { return };
     let m = Matcher::default();
     let s = Synth::new(SynthParams::default(), 3);
     let prepared: Vec<Prepared> = (0..400).map(|i| m.prepare(&s.template(i, 0))).collect();
@@ -162,6 +183,8 @@ fn gpu_resident_shards_match_streamed() {
         offsets.push(words.len() as u64);
     }
     assert!(g.make_resident(7, &words, &offsets).unwrap());
+    let chunks = (words.len() * 8) as u64 / g.max_binding();
+    assert!(chunks >= 2, "{} bytes in bindings of {}: several chunks", words.len() * 8, g.max_binding());
     let probe = m.prepare(&s.template(5, 1));
     let q = Query {
         probe: probe.view(),

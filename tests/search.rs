@@ -2,6 +2,8 @@
 //! found, ten prints beat one, the threshold behaves as its FPIR says,
 //! enrolments and deletions are seen at once, filters and bad requests.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -219,5 +221,32 @@ fn bad_requests_are_refused_with_the_reason() {
     let r = s.identify(&query(unknown)).unwrap();
     assert_eq!(r.candidates[0].subject, Subjects::id(1));
     assert!(r.candidates[0].fingers.iter().all(|f| f.tries == FINGERS as usize));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The GPU backend through the whole pipeline (1 MiB bindings, 64 items per
+/// dispatch, so candidates stream in several groups and batches): every
+/// reply equals the CPU's, candidate for candidate and score for score.
+#[test]
+fn the_gpu_backend_gives_the_cpus_replies() {
+    let Some(gpu) = common::gpu_or_skip("search on the GPU", common::small_gpu_limits()) else { return };
+    let (dir, g) = gallery("gpu");
+    let model = || ImpostorModel::builtin(whorl::shard::mcc_params_crc(&MccParams::default())).unwrap();
+    let on_gpu = Searcher::new(Arc::clone(&g), Arc::new(gpu), model(), SearchConfig::default()).unwrap();
+    let on_cpu = searcher(&g, SearchConfig::default());
+    let pop = population();
+    let mut compared = 0;
+    for (s, n) in [(2u64, 1usize), (17, 4), (133, 2), (SUBJECTS + 5, 4)] {
+        let q = query(pop.templates(s, 1).into_iter().take(n).collect());
+        let (a, b) = (on_gpu.identify(&q).unwrap(), on_cpu.identify(&q).unwrap());
+        assert!(a.backend.starts_with("gpu"), "{}", a.backend);
+        assert_eq!(
+            (a.hit, &a.candidates, a.comparisons),
+            (b.hit, &b.candidates, b.comparisons),
+            "subject {s}, {n} fingers"
+        );
+        compared += a.comparisons;
+    }
+    assert!(compared > 500, "{compared} comparisons");
     let _ = std::fs::remove_dir_all(dir);
 }

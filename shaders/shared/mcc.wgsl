@@ -22,6 +22,10 @@ struct GpuParams {
     lut_z2: u32,
     lut_z3: u32,
     lut_np: u32,
+    lut_stretch: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 };
 
 struct GpuItem {
@@ -38,10 +42,24 @@ struct GpuItem {
 
 const SQRT_LAST: u32 = 1536u;   // lut::SQRT_LEN - 1
 const Z1_LEN: u32 = 257u;       // lut::Z1_LEN
+const STRETCH_LAST: u32 = 255u; // lut::STRETCH_LEN - 1
+const STRETCH_SHIFT: u32 = 6u;  // lut::STRETCH_SHIFT
 const GAMMA_MAX: u32 = 65535u;  // gamma::GAMMA_MAX
 
 fn lut_sqrt(n: u32) -> u32 {
     return luts[min(n, SQRT_LAST)];
+}
+
+// Z1 of two pairs' distances da, db (1/8 px, at most 65535), the difference
+// scaled by the stretch of their mean distance (lut::Luts::z1_of); the
+// product fits a u32 (65535 * 2^15 < 2^32).
+fn z1_of(da: u32, db: u32) -> u32 {
+    let b = min((da + db) >> STRETCH_SHIFT, STRETCH_LAST);
+    let d1 = ((max(da, db) - min(da, db)) * luts[params.lut_stretch + b]) >> 15u;
+    if (d1 >= Z1_LEN) {
+        return 0u;
+    }
+    return luts[params.lut_z1 + d1];
 }
 
 // |dPhi(a, b)| of two angles in units of 2 pi / 65536 (lut::angle_diff).

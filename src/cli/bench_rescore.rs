@@ -2,7 +2,7 @@
 //! threads) and GPU backends, by probes per call and candidates per probe,
 //! with the GPU's time split into upload, compute and readback.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 use rayon::prelude::*;
 use std::time::Instant;
@@ -31,6 +31,9 @@ pub struct BenchRescoreArgs {
 }
 
 pub fn run(a: BenchRescoreArgs) -> Result<()> {
+    if !["cpu", "gpu", "both"].contains(&a.backend.as_str()) {
+        bail!("--backend {} is not cpu, gpu or both", a.backend);
+    }
     let m = Matcher::default();
     let s = Synth::new(SynthParams::default(), 21);
     let gallery: Vec<Prepared> = s.batch(0..a.gallery, 0..1).par_iter().map(|r| m.prepare(&r.template)).collect();
@@ -65,6 +68,7 @@ pub fn run(a: BenchRescoreArgs) -> Result<()> {
                 }
                 Some(g)
             }
+            Err(e) if a.backend == "gpu" => bail!("--backend gpu, but no GPU backend: {e}"),
             Err(e) => {
                 outln!("GPU: not available ({e})")?;
                 None

@@ -77,6 +77,27 @@ pub struct CandidatesArgs {
     /// Folder for report.md and hit_rate.png.
     #[arg(long)]
     pub(super) out: Option<std::path::PathBuf>,
+    /// Measure the serving path: build a gallery folder of this many
+    /// one-finger synthetic subjects plus impression 1 of the FVC2002
+    /// fingers, and search it as the server does (its k, ef, partitions),
+    /// next to exact search over the same partitions at the same length.
+    #[arg(long)]
+    pub(super) serving: Option<u64>,
+    /// Non-mated searches for the FPIR measured on the serving path
+    /// (synthetic subjects never enrolled).
+    #[arg(long, default_value_t = 3000)]
+    pub(super) non_mated: u64,
+    /// ef values (HNSW search breadth) to measure the serving path at; the
+    /// server's default first.
+    #[arg(long, value_delimiter = ',', default_value = "128")]
+    pub(super) serving_ef: Vec<usize>,
+    /// HNSW neighbours per node (M) of the serving gallery's indexes.
+    #[arg(long, default_value_t = whorl::index::IndexParams::default().max_connections)]
+    pub(super) serving_m: usize,
+    /// Where to build the serving gallery (reused when it holds one made with
+    /// the same embedding and matcher; delete it to rebuild).
+    #[arg(long, default_value = "target/eval-serving")]
+    pub(super) serving_dir: std::path::PathBuf,
     /// Where to save the hnsw_rs index (reload time is measured from it).
     #[arg(long, default_value = "target/eval-candidates-index")]
     pub(super) index_dir: std::path::PathBuf,
@@ -101,6 +122,8 @@ fn print_rates(name: &str, ranks: &[usize], size: usize, table: &mut String) -> 
 }
 
 pub fn run(a: CandidatesArgs) -> Result<()> {
+    use whorl::data::Split;
+    use whorl::eval::candidates::RealSet;
     let e = super::embed::embedder(&a.method, a.model.as_deref())?;
     let synth = Synth::new(SynthParams::default(), a.seed);
     println!("embedding: {}", e.id());
@@ -108,41 +131,47 @@ pub fn run(a: CandidatesArgs) -> Result<()> {
         String::from("| gallery | size | probes | 0.1% | 0.5% | 1% | 2% | 5% |\n|---|---|---|---|---|---|---|---|\n");
     print!("{table}");
     let mut curves: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    // Real: impression 1 of each FVC2002 finger plus distractors; impressions 2-8 probe.
-    let dirs = whorl::data::fvc2002_dirs();
-    if !dirs.is_empty() {
-        let mut gallery: Vec<Template> = Vec::new();
-        let (mut probes, mut mates) = (Vec::new(), Vec::new());
-        for d in &dirs {
-            let db = whorl::eval::load_database(d)?;
-            let mut fingers: Vec<&str> = db.entries.iter().map(|x| x.finger.as_str()).collect();
-            fingers.dedup();
-            for f in fingers {
-                let imps: Vec<_> = db.entries.iter().filter(|x| x.finger == f).collect();
-                let Some(first) = imps.iter().find(|x| x.impression == 1) else { continue };
-                let g = gallery.len();
-                gallery.push(first.template.clone());
-                for x in imps.iter().filter(|x| x.impression != 1) {
-                    probes.push(x.template.clone());
-                    mates.push(g);
-                }
-            }
+    // Real: impression 1 of each FVC2002 finger of a part plus distractors; impressions 2-8 probe.
+    let mut real: Vec<(Split, RealSet)> = Vec::new();
+    for split in [Split::Calibration, Split::HeldOut] {
+        if let Some(dirs) = whorl::data::fvc2002_split(split)? {
+            let dbs = dirs.iter().map(|d| whorl::eval::load_database(d)).collect::<Result<Vec<_>, _>>()?;
+            real.push((split, RealSet::from_databases(&dbs)));
         }
+    }
+    // Synthetic galleries (impression 0 of fingers 0..n), embedded once: the
+    // distractors are the first `distractors` of them.
+    let mut cache: std::collections::HashMap<u64, Vec<f32>> = std::collections::HashMap::new();
+    let mut gallery_of = |n: u64| -> Vec<f32> {
+        if let Some(v) = cache.get(&n) {
+            return v.clone();
+        }
+        let v = embed_stream(&e, &synth, n);
+        cache.insert(n, v.clone());
+        v
+    };
+    if !real.is_empty() && a.distractors > 0 {
         let t0 = Instant::now();
-        gallery.extend(synth.batch(0..a.distractors, 0..1).into_iter().map(|r| r.template));
-        let g = embed_all(&e, &gallery);
-        let p: Vec<Vec<f32>> = probes.iter().map(|t| e.embed(t)).collect();
-        let ranks = exact_ranks(&g, e.dim(), &p, &mates);
-        let c = print_rates("FVC2002 + synthetic distractors (exact)", &ranks, gallery.len(), &mut table);
-        curves.push((format!("FVC2002 probes, {} distractors", a.distractors), c));
+        let distractors = gallery_of(a.distractors);
+        for (split, set) in &real {
+            let mut g = embed_all(&e, &set.gallery.iter().map(|x| x.1.clone()).collect::<Vec<_>>());
+            g.extend_from_slice(&distractors);
+            let p: Vec<Vec<f32>> = set.probes.iter().map(|x| e.embed(&x.0)).collect();
+            let mates: Vec<usize> = set.probes.iter().map(|x| x.1).collect();
+            let ranks = exact_ranks(&g, e.dim(), &p, &mates);
+            let name = format!("FVC2002 {} + synthetic distractors (exact)", split.describe());
+            let c = print_rates(&name, &ranks, g.len() / e.dim(), &mut table);
+            curves.push((format!("FVC2002 {}, {} distractors", split.describe(), a.distractors), c));
+        }
         eprintln!("real: {:.1} s", t0.elapsed().as_secs_f64());
-    } else if a.synthetic.is_empty() {
+    } else if a.synthetic.is_empty() && a.serving.is_none() {
         bail!("no FVC2002 data and no synthetic galleries asked for");
     }
     let mut last = None;
+    let mut ceiling: Option<String> = None;
     for &n in &a.synthetic {
         let t0 = Instant::now();
-        let g = embed_stream(&e, &synth, n);
+        let g = gallery_of(n);
         let np = a.probes.min(n);
         let probes: Vec<Vec<f32>> = synth.batch(0..np, 1..2).iter().map(|r| e.embed(&r.template)).collect();
         let mates: Vec<usize> = (0..np as usize).collect();
@@ -154,9 +183,21 @@ pub fn run(a: CandidatesArgs) -> Result<()> {
     }
     if let Some(n) = a.mcc_ceiling {
         let ranks = mcc_ranks(&synth, n, a.probes.min(n));
+        let first = ranks.iter().filter(|&&r| r == 0).count();
+        let ci = whorl::eval::intervals::binomial(first as u64, ranks.len() as u64, 0.95);
+        eprintln!("exhaustive MCC: mate ranked first for {} of {} probes ({})", first, ranks.len(), ci.pct(1));
+        ceiling = Some(format!(
+            "Exhaustive MCC matching of the same synthetic probes against {n} gallery fingers ranks the mate first for {first} of {} probes: {} % [95% CI]; the hit rates of that ranking are the last row of the table.\n",
+            ranks.len(),
+            ci.pct(1)
+        ));
         let c = print_rates("synthetic, exhaustive MCC (ceiling)", &ranks, n as usize, &mut table);
         curves.push((format!("synthetic {n}, exhaustive MCC matching"), c));
     }
+    let serving = match a.serving {
+        Some(n) => Some(super::serving_eval::run(&a, &e, &synth, n, &real)?),
+        None => None,
+    };
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out)?;
         let series: Vec<whorl::plot::Series> =
@@ -172,9 +213,15 @@ pub fn run(a: CandidatesArgs) -> Result<()> {
         std::fs::write(
             out.join("report.md"),
             format!(
-                "# Candidate stage: hit rate against penetration\n\nCommand: `{}`\n\nEmbedding: {}\n\n{table}\n![hit rate](hit_rate.png)\n",
+                "# Candidate stage: hit rate against penetration\n\nCommand: `{}`  \nMachine: {}  \nDate: {}\n\nEmbedding: {}\n\n## What the models saw\n\n{}\n## Exact search: hit rate against penetration\n\nThe share of probes whose mate is among the nearest X% of the gallery by embedding (exact search; the list length in brackets). Real: the probes (impressions 2-8) of one part of FVC2002 with impression 1 of its 20 fingers hidden among {} synthetic distractors. Synthetic: impression 1 against impression 0 of every gallery finger.\n\n{table}\n{}\n![hit rate](hit_rate.png)\n\n{}",
                 cmd.join(" "),
-                e.id()
+                super::machine(),
+                super::today(),
+                e.id(),
+                whorl::eval::provenance::all(),
+                a.distractors,
+                ceiling.unwrap_or_default(),
+                serving.unwrap_or_default()
             ),
         )?;
     }

@@ -28,10 +28,17 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.002)]
     eps: f64,
     /// Version recorded with the vectors this model makes.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     version: u32,
+    /// Whitening: `learned` (by the covariance of mated differences, from
+    /// several impressions per finger) or `pca` (unsupervised, one impression).
+    #[arg(long, default_value = "learned")]
+    whitening: String,
+    /// Impressions per finger for `learned` whitening.
+    #[arg(long, default_value_t = 2)]
+    impressions: u32,
     /// Output model file.
-    #[arg(long, default_value = "assets/embed-mph-v1.bin")]
+    #[arg(long, default_value = "assets/embed-mph-v2.bin")]
     out: PathBuf,
 }
 
@@ -52,15 +59,29 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let [d, al, b] = a.bins[..] else { bail!("--bins takes three numbers: distance, alpha, beta") };
     let bins = PairBins { d_bins: d, a_bins: al, b_bins: b, d_max: a.d_max };
     let synth = Synth::new(SynthParams::default(), a.seed);
-    let templates: Vec<_> = synth.batch(0..a.fingers, 0..1).into_iter().map(|r| r.template).collect();
     let t0 = std::time::Instant::now();
-    let model = train::train_model(&templates, bins, a.dim, a.eps, a.version);
+    let model = match a.whitening.as_str() {
+        "pca" => {
+            let templates: Vec<_> = synth.batch(0..a.fingers, 0..1).into_iter().map(|r| r.template).collect();
+            train::train_model(&templates, bins, a.dim, a.eps, a.version)
+        }
+        "learned" => {
+            if a.impressions < 2 {
+                bail!("learned whitening needs --impressions 2 or more");
+            }
+            let templates: Vec<_> =
+                synth.batch(0..a.fingers, 0..a.impressions).into_iter().map(|r| (r.finger, r.template)).collect();
+            train::train_model_supervised(&templates, bins, a.dim, a.eps, a.version)
+        }
+        w => bail!("--whitening {w}: learned or pca"),
+    };
     std::fs::write(&a.out, model.to_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
     println!(
-        "wrote {} ({} -> {} dims, {:.0} s) from {} synthetic templates (seed {})",
+        "wrote {} ({} -> {} dims, {} whitening, {:.0} s) from {} synthetic fingers (seed {}); no real template",
         a.out.display(),
         bins.dim(),
         model.whitening.dout,
+        a.whitening,
         t0.elapsed().as_secs_f64(),
         a.fingers,
         a.seed

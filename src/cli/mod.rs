@@ -29,6 +29,7 @@ mod gallery;
 mod hnsw_bench;
 mod progress;
 mod serve;
+mod serving_eval;
 mod status;
 mod synth;
 mod template;

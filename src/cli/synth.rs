@@ -140,17 +140,27 @@ pub fn read_dirs(dirs: &[PathBuf]) -> Result<Vec<Template>> {
 }
 
 pub fn stats(a: StatsArgs) -> Result<()> {
-    let dirs = if a.real.is_empty() { whorl::data::fvc2002_dirs() } else { a.real.clone() };
-    if dirs.is_empty() {
-        bail!("no real templates: pass --real DIR or set WHORL_TEST_DATA to the shared data folder");
-    }
-    let real = read_dirs(&dirs)?;
+    use whorl::data::Split;
     let synth = Synth::new(load_params(a.params.as_deref())?, a.seed);
     let records = synth.batch(0..a.fingers, 0..a.impressions);
-    let synthetic: Vec<&Template> = records.iter().map(|r| &r.template).collect();
-    let rs = TemplateStats::of(&real);
-    let ss = TemplateStats::of(synthetic);
-    println!("{}", comparison_table(&[("real (FVC2002 DB1-4)", &rs), ("synthetic (defaults)", &ss)]));
+    let ss = TemplateStats::of(records.iter().map(|r| &r.template));
+    if !a.real.is_empty() {
+        let rs = TemplateStats::of(&read_dirs(&a.real)?);
+        println!("{}", comparison_table(&[("real (--real)", &rs), ("synthetic", &ss)]));
+        return Ok(());
+    }
+    let cal = whorl::data::fvc2002_split(Split::Calibration)?
+        .context("no real templates: pass --real DIR or set WHORL_TEST_DATA to the shared data folder")?;
+    let held = whorl::data::fvc2002_split(Split::HeldOut)?.unwrap_or_default();
+    let (cs, hs) = (TemplateStats::of(&read_dirs(&cal)?), TemplateStats::of(&read_dirs(&held)?));
+    println!(
+        "{}",
+        comparison_table(&[
+            ("real, calibration part (DB1_B+DB2_B): the target", &cs),
+            ("synthetic", &ss),
+            ("real, held-out part (DB3_B+DB4_B): not a target", &hs)
+        ])
+    );
     Ok(())
 }
 
@@ -173,7 +183,9 @@ pub struct CalibrateArgs {
     /// Generator parameters as JSON.
     #[arg(long)]
     params: Option<PathBuf>,
-    /// Folders of real templates (default: ../shared/data/fvc2002/DB*_B).
+    /// Folders of real templates to calibrate against (default: the
+    /// calibration part of FVC2002, DB1_B and DB2_B; the held-out part is
+    /// shown beside it, never used as a target).
     #[arg(long)]
     real: Vec<PathBuf>,
     /// Output folder for report.md and scores.png.
@@ -189,116 +201,62 @@ pub struct CalibrateArgs {
     rounds: usize,
 }
 
-/// Genuine and impostor scores of a set of databases, pooled.
-fn pooled(all: &[whorl::eval::DbScores]) -> (Vec<f32>, Vec<f32>) {
-    let g = all.iter().flat_map(|s| s.genuine.iter().map(|p| p.2)).collect();
-    let i = all.iter().flat_map(|s| s.impostor.iter().map(|p| p.2)).collect();
-    (g, i)
-}
-
-fn summary(v: &[f32]) -> String {
-    use whorl::synth::stats::quantile;
-    let mean = v.iter().sum::<f32>() / v.len().max(1) as f32;
-    format!(
-        "{mean:.3} ({:.3}/{:.3}/{:.3}/{:.3}/{:.3})",
-        quantile(v, 0.05),
-        quantile(v, 0.25),
-        quantile(v, 0.5),
-        quantile(v, 0.75),
-        quantile(v, 0.95)
-    )
-}
-
-/// Kolmogorov-Smirnov distance between two samples.
-pub fn ks(a: &[f32], b: &[f32]) -> f64 {
-    let mut x = a.to_vec();
-    let mut y = b.to_vec();
-    x.sort_by(f32::total_cmp);
-    y.sort_by(f32::total_cmp);
-    let (mut i, mut j, mut d) = (0usize, 0usize, 0f64);
-    while i < x.len() && j < y.len() {
-        let v = x[i].min(y[j]);
-        while i < x.len() && x[i] <= v {
-            i += 1;
-        }
-        while j < y.len() && y[j] <= v {
-            j += 1;
-        }
-        d = d.max((i as f64 / x.len() as f64 - j as f64 / y.len() as f64).abs());
-    }
-    d
-}
-
 pub fn calibrate(a: CalibrateArgs) -> Result<()> {
-    use whorl::eval::{self, report};
+    use whorl::data::Split;
+    use whorl::eval;
     use whorl::mcc::Matcher;
-    let dirs = if a.real.is_empty() { whorl::data::fvc2002_dirs() } else { a.real.clone() };
-    if dirs.is_empty() {
-        bail!("no real templates: pass --real DIR or set WHORL_TEST_DATA");
-    }
+    use whorl::synth::calibrate::{self as cal, Shape};
+    let load = |dirs: &[PathBuf]| -> Result<Vec<eval::DbScores>> {
+        let matcher = Matcher::default();
+        Ok(dirs
+            .iter()
+            .map(|d| eval::load_database(d).map(|db| eval::evaluate(&matcher, &db)))
+            .collect::<Result<_, _>>()?)
+    };
+    let (target, held_out) = if a.real.is_empty() {
+        let cal = whorl::data::fvc2002_split(Split::Calibration)?
+            .context("no real templates: pass --real DIR or set WHORL_TEST_DATA")?;
+        (load(&cal)?, load(&whorl::data::fvc2002_split(Split::HeldOut)?.unwrap_or_default())?)
+    } else {
+        (load(&a.real)?, Vec::new())
+    };
     let mut params = load_params(a.params.as_deref())?;
     let matcher = Matcher::default();
-    let real: Vec<_> = dirs
-        .iter()
-        .map(|d| eval::load_database(d).map(|db| eval::evaluate(&matcher, &db)))
-        .collect::<Result<_, _>>()?;
-    let (rg, ri) = pooled(&real);
-    let run = |params: &SynthParams| -> Vec<eval::DbScores> {
-        (0..a.dbs)
-            .map(|k| {
-                let s = Synth::new(params.clone(), a.seed.wrapping_add(k));
-                let db = eval::Database::from_synthetic(
-                    &format!("synthetic {}", k + 1),
-                    s.batch(0..a.fingers, 0..a.impressions),
-                );
-                eval::evaluate(&matcher, &db)
-            })
-            .collect()
-    };
+    let shape = Shape { dbs: a.dbs, fingers: a.fingers, impressions: a.impressions, seed: a.seed };
     if a.search {
-        let ra = report::average(&real);
-        params = search(&params, a.rounds, |p| {
-            let scores = run(p);
-            let (g, i) = pooled(&scores);
-            let sa = report::average(&scores);
-            let rates = (sa.eer - ra.eer).abs() + (sa.fmr100 - ra.fmr100).abs() + (sa.fmr1000 - ra.fmr1000).abs();
-            ks(&rg, &g) + ks(&ri, &i) + 6.0 * rates
-        });
+        params = cal::search(
+            &params,
+            a.rounds,
+            |p| cal::cost(&target, &cal::synthetic_scores(&matcher, p, shape)),
+            |line| eprintln!("{line}"),
+        );
         println!("best parameters:\n{}", serde_json::to_string_pretty(&params)?);
     }
-    let synth = run(&params);
-    let (sg, si) = pooled(&synth);
-    let (ra, sa) = (report::average(&real), report::average(&synth));
-    let pct = |v: f64| format!("{:.2}", 100.0 * v);
-    let mut md = String::new();
-    use std::fmt::Write as _;
-    let _ = writeln!(
-        md,
-        "| | real (FVC2002 DB1-4) | synthetic ({} dbs x {} fingers x {} impressions) |",
-        a.dbs, a.fingers, a.impressions
-    );
-    let _ = writeln!(md, "|---|---|---|");
-    let _ = writeln!(md, "| average EER % | {} | {} |", pct(ra.eer), pct(sa.eer));
-    let _ = writeln!(md, "| average FMR100 % | {} | {} |", pct(ra.fmr100), pct(sa.fmr100));
-    let _ = writeln!(md, "| average FMR1000 % | {} | {} |", pct(ra.fmr1000), pct(sa.fmr1000));
-    let _ = writeln!(md, "| average ZeroFMR % | {} | {} |", pct(ra.zero_fmr), pct(sa.zero_fmr));
-    let _ = writeln!(md, "| genuine score mean (q5/q25/q50/q75/q95) | {} | {} |", summary(&rg), summary(&sg));
-    let _ = writeln!(md, "| impostor score mean (q5/q25/q50/q75/q95) | {} | {} |", summary(&ri), summary(&si));
-    let _ = writeln!(md, "| KS distance, genuine / impostor | | {:.3} / {:.3} |", ks(&rg, &sg), ks(&ri, &si));
+    let synth = cal::synthetic_scores(&matcher, &params, shape);
+    let target_name =
+        if a.real.is_empty() { "real, calibration part (DB1_B+DB2_B): the target" } else { "real (--real)" };
+    let synth_name = format!("synthetic ({} dbs x {} fingers x {} impressions)", a.dbs, a.fingers, a.impressions);
+    let mut columns: Vec<(&str, &[eval::DbScores])> = vec![(target_name, &target), (&synth_name, &synth)];
+    if !held_out.is_empty() {
+        columns.push(("real, held-out part (DB3_B+DB4_B): not a target", &held_out));
+    }
+    let md = cal::comparison(&columns);
     println!("{md}");
     std::fs::create_dir_all(&a.out)?;
     let (hi, bins) = (0.7, 70);
+    let (rg, ri) = cal::pooled(&target);
+    let (sg, si) = cal::pooled(&synth);
     let series = [
-        ("real genuine", whorl::plot::histogram(&rg, 0.0, hi, bins)),
+        ("real genuine (calibration part)", whorl::plot::histogram(&rg, 0.0, hi, bins)),
         ("synthetic genuine", whorl::plot::histogram(&sg, 0.0, hi, bins)),
-        ("real impostor", whorl::plot::histogram(&ri, 0.0, hi, bins)),
+        ("real impostor (calibration part)", whorl::plot::histogram(&ri, 0.0, hi, bins)),
         ("synthetic impostor", whorl::plot::histogram(&si, 0.0, hi, bins)),
     ];
     let series: Vec<whorl::plot::Series> =
         series.iter().map(|(n, p)| whorl::plot::Series { name: n, points: p.clone() }).collect();
     whorl::plot::line_chart(
         &a.out.join("scores.png"),
-        "MCC score distributions: real FVC2002 vs synthetic",
+        "MCC score distributions: real FVC2002 (calibration part) vs synthetic",
         ("score (bins of 0.01)", whorl::plot::Scale::Linear(0.0, hi)),
         ("share of comparisons (log)", whorl::plot::Scale::Log(1e-4, 1.0)),
         &series,
@@ -306,45 +264,13 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
     let cmd: Vec<String> = std::env::args().collect();
     std::fs::write(
         a.out.join("report.md"),
-        format!("# Synthetic realism: match scores\n\nCommand: `{}`\n\n{md}\n![scores](scores.png)\n", cmd.join(" ")),
+        format!(
+            "# Synthetic realism: match scores\n\nCommand: `{}`  \nMachine: {}  \nDate: {}\n\n{}\n\n{md}\n![scores](scores.png)\n",
+            cmd.join(" "),
+            super::machine(),
+            super::today(),
+            whorl::eval::provenance::GENERATOR
+        ),
     )?;
     Ok(())
-}
-
-/// Coordinate search over the capture-noise knobs of `start` (those that
-/// leave the template statistics of `synth-stats` alone), minimising
-/// `cost`: each round tries, for each knob, a few multiples of its value.
-fn search(start: &SynthParams, rounds: usize, cost: impl Fn(&SynthParams) -> f64) -> SynthParams {
-    type Knob = (&'static str, fn(&mut SynthParams) -> &mut f32);
-    let knobs: [Knob; 6] = [
-        ("position_jitter", |p| &mut p.position_jitter),
-        ("angle_jitter", |p| &mut p.angle_jitter),
-        ("distortion_sd", |p| &mut p.distortion_sd),
-        ("distortion_scale", |p| &mut p.distortion_scale),
-        ("placement_sd", |p| &mut p.placement_sd),
-        ("noise_spread", |p| &mut p.noise_spread),
-    ];
-    let mut best = start.clone();
-    let mut best_cost = cost(&best);
-    eprintln!("start: cost {best_cost:.4}");
-    for round in 0..rounds {
-        let factors: &[f32] = if round == 0 { &[0.25, 0.5, 0.75, 1.5, 2.0] } else { &[0.7, 0.85, 1.15, 1.4] };
-        for (name, get) in knobs {
-            let base = *get(&mut best.clone());
-            // A knob at zero moves by steps instead of factors.
-            let tries: Vec<f32> =
-                if base == 0.0 { vec![0.1, 0.25, 0.5] } else { factors.iter().map(|f| base * f).collect() };
-            for v in tries {
-                let mut p = best.clone();
-                *get(&mut p) = v;
-                let c = cost(&p);
-                if c < best_cost {
-                    eprintln!("round {round}: {name} {base:.3} -> {v:.3}: cost {best_cost:.4} -> {c:.4}");
-                    best_cost = c;
-                    best = p;
-                }
-            }
-        }
-    }
-    best
 }

@@ -6,10 +6,13 @@
 //! soft-binned histogram of minutia-pair geometry measured in each pair's
 //! own frame ([`pairs`]: translation- and rotation-invariant, tolerant to
 //! missing and spurious minutiae, which only change their own pairs),
-//! square-rooted, then centred and PCA-whitened ([`whiten`]) with
-//! parameters learned offline from synthetic templates ([`model`],
-//! `whorl embed-train`). Whitening lifted the synthetic hit rate at 1%
-//! penetration from 58% to about 90% in the measurements.
+//! square-rooted, then centred and whitened ([`whiten`]: learned whitening
+//! by the covariance of mated differences, the default since model v2, or
+//! plain PCA) with parameters learned offline from synthetic templates only
+//! ([`model`], `whorl embed-train`). Whitening lifted the synthetic hit
+//! rate at 1% penetration from 58% to about 90%; learned whitening against
+//! PCA on the same generator is within the measurements' noise (+0.3
+//! points at 0.1%; `benches/reports/embedding.md`).
 //!
 //! The method and its version are recorded with every stored vector
 //! ([`EmbeddingId`]), so that vectors made by one version are never
@@ -63,8 +66,8 @@ pub enum Method {
     Whitened(Arc<EmbedModel>),
 }
 
-/// The built-in model (`assets/embed-mph-v1.bin`, made by `whorl embed-train`).
-static BUILTIN: &[u8] = include_bytes!("../../assets/embed-mph-v1.bin");
+/// The built-in model (`assets/embed-mph-v2.bin`, made by `whorl embed-train`).
+static BUILTIN: &[u8] = include_bytes!("../../assets/embed-mph-v2.bin");
 
 /// The built-in model, parsed and checked once.
 pub fn builtin_model() -> Result<Arc<EmbedModel>, ModelError> {

@@ -36,36 +36,15 @@ pub struct Pca {
 impl Pca {
     /// Learns from rows of `din` in `data`.
     pub fn learn(data: &[f32], din: usize) -> Pca {
+        use nalgebra::DMatrix;
         let n = data.len() / din;
-        let mut mean = vec![0f64; din];
-        for x in data.chunks_exact(din) {
-            for (m, v) in mean.iter_mut().zip(x) {
-                *m += f64::from(*v);
-            }
+        let mut x = DMatrix::from_row_iterator(n, din, data.iter().map(|&v| f64::from(v)));
+        let mean: Vec<f64> = (0..din).map(|c| if n == 0 { 0.0 } else { x.column(c).mean() }).collect();
+        for (c, m) in mean.iter().enumerate() {
+            x.column_mut(c).add_scalar_mut(-m);
         }
-        mean.iter_mut().for_each(|m| *m /= n.max(1) as f64);
-        let mut cov = vec![0f64; din * din];
-        let mut c = vec![0f64; din];
-        for x in data.chunks_exact(din) {
-            for (ci, (v, m)) in c.iter_mut().zip(x.iter().zip(&mean)) {
-                *ci = f64::from(*v) - m;
-            }
-            for i in 0..din {
-                if c[i] == 0.0 {
-                    continue;
-                }
-                for j in i..din {
-                    cov[i * din + j] += c[i] * c[j];
-                }
-            }
-        }
-        for i in 0..din {
-            for j in i..din {
-                cov[i * din + j] /= n.max(1) as f64;
-                cov[j * din + i] = cov[i * din + j];
-            }
-        }
-        let (values, vectors) = symmetric_eigen(&cov, din);
+        let cov = (x.transpose() * &x) / n.max(1) as f64;
+        let (values, vectors) = symmetric_eigen(cov.as_slice(), din);
         Pca { din, mean, values, vectors }
     }
 }
@@ -91,6 +70,54 @@ impl Whitening {
     /// directions and flooring eigenvalues at `eps` × the largest.
     pub fn learn(data: &[f32], din: usize, dout: usize, eps: f64) -> Whitening {
         Whitening::from_pca(&Pca::learn(data, din), dout, eps, 0.5)
+    }
+
+    /// Learned (supervised) whitening from rows of `din` in `data` and the
+    /// pairs of rows that are impressions of one finger (Radenović, Tolias,
+    /// Chum, "Fine-tuning CNN image retrieval with no human annotation",
+    /// TPAMI 41(7), 2019, section 3.4, after Mikolajczyk and Matas 2007):
+    /// whiten by the covariance of mated differences
+    /// `C_S = E[(x_i − x_j)(x_i − x_j)ᵀ]` (so that what varies between
+    /// impressions of one finger counts least), then rotate onto the
+    /// principal directions of the whitened data and keep the `dout`
+    /// largest: the directions along which different fingers differ most
+    /// relative to how much one finger varies. Eigenvalues of `C_S` are
+    /// floored at `eps` × the largest.
+    pub fn learn_supervised(data: &[f32], din: usize, pairs: &[(usize, usize)], dout: usize, eps: f64) -> Whitening {
+        use nalgebra::DMatrix;
+        let n = data.len() / din;
+        let x = DMatrix::from_row_iterator(n, din, data.iter().map(|&v| f64::from(v)));
+        let mean: Vec<f64> = (0..din).map(|c| x.column(c).mean()).collect();
+        // C_S from the mated differences.
+        let d = DMatrix::from_row_iterator(
+            pairs.len(),
+            din,
+            pairs.iter().flat_map(|&(i, j)| (0..din).map(move |c| (i, j, c))).map(|(i, j, c)| x[(i, c)] - x[(j, c)]),
+        );
+        let cs = (d.transpose() * &d) / pairs.len().max(1) as f64;
+        let (values, vectors) = symmetric_eigen(cs.as_slice(), din);
+        let floor = eps * values.first().copied().unwrap_or(1.0).max(1e-12);
+        // P1 = C_S^(−1/2) = U diag((λ + floor)^(−1/2)) Uᵀ (rows of `vectors` are U's columns).
+        let u = DMatrix::from_row_slice(din, din, &vectors).transpose();
+        let scale = DMatrix::from_diagonal(&nalgebra::DVector::from_iterator(
+            din,
+            values.iter().map(|&l| (l.max(0.0) + floor).powf(-0.5)),
+        ));
+        let p1 = &u * scale * u.transpose();
+        // The centred data whitened by P1, and its principal directions.
+        let mut xc = x;
+        for (c, m) in mean.iter().enumerate() {
+            xc.column_mut(c).add_scalar_mut(-m);
+        }
+        let w = xc * &p1;
+        let cd = (w.transpose() * &w) / n.max(1) as f64;
+        let (_, rot) = symmetric_eigen(cd.as_slice(), din);
+        let dout = dout.min(din);
+        let top = DMatrix::from_row_slice(dout, din, &rot[..dout * din]);
+        let proj = top * p1;
+        let proj: Vec<f32> =
+            (0..dout).flat_map(|r| (0..din).map(move |c| (r, c))).map(|(r, c)| proj[(r, c)] as f32).collect();
+        Whitening { din, dout, mean: mean.iter().map(|&m| m as f32).collect(), proj }
     }
 
     /// Applies to `x` (din), writing `out` (dout), then L2-normalises.

@@ -46,3 +46,35 @@ pub fn hit_rates(ranks: &[usize], size: usize, penetrations: &[f64]) -> Vec<HitR
         })
         .collect()
 }
+
+/// The real probes of one part of FVC2002 for a candidate-stage test:
+/// impression 1 of each finger goes into the gallery (`gallery`, with a
+/// subject id `fvc-DBn-FINGER`), impressions 2-8 probe (`probes`, each with
+/// the index of its mate in `gallery`).
+#[derive(Debug, Clone, Default)]
+pub struct RealSet {
+    /// Gallery templates with their subject ids.
+    pub gallery: Vec<(String, crate::template::Template)>,
+    /// Probe templates with the index of their mate in `gallery`.
+    pub probes: Vec<(crate::template::Template, usize)>,
+}
+
+impl RealSet {
+    /// From loaded FVC databases.
+    pub fn from_databases(dbs: &[super::Database]) -> RealSet {
+        let mut out = RealSet::default();
+        for db in dbs {
+            let tag = db.name.replace("_B", "");
+            let mut fingers: Vec<&str> = db.entries.iter().map(|x| x.finger.as_str()).collect();
+            fingers.dedup();
+            for f in fingers {
+                let imps: Vec<_> = db.entries.iter().filter(|x| x.finger == f).collect();
+                let Some(first) = imps.iter().find(|x| x.impression == 1) else { continue };
+                let g = out.gallery.len();
+                out.gallery.push((format!("fvc-{tag}-{f}"), first.template.clone()));
+                out.probes.extend(imps.iter().filter(|x| x.impression != 1).map(|x| (x.template.clone(), g)));
+            }
+        }
+        out
+    }
+}

@@ -7,8 +7,13 @@
 //! 2,880 impostor comparisons.
 
 pub mod candidates;
+pub mod impostors;
+pub mod intervals;
 pub mod metrics;
+pub mod provenance;
 pub mod report;
+pub mod serving;
+pub mod suite;
 
 use crate::mcc::{Matcher, Prepared, Scratch};
 use crate::template::{self, Template};
@@ -59,6 +64,10 @@ pub struct Database {
     pub name: String,
     /// Templates sorted by (finger, impression).
     pub entries: Vec<Entry>,
+    /// CRC32C of the template files (names and bytes, in name order): what
+    /// tells a known database from another folder of the same name. 0 for
+    /// synthetic databases.
+    pub content_crc: u32,
 }
 
 impl Database {
@@ -74,20 +83,44 @@ impl Database {
             })
             .collect();
         entries.sort_by(|a, b| a.finger.cmp(&b.finger).then(a.impression.cmp(&b.impression)));
-        Database { name: name.to_string(), entries }
+        Database { name: name.to_string(), entries, content_crc: 0 }
+    }
+
+    /// The FVC2002 database these templates are (by content), if any.
+    pub fn fvc2002(&self) -> Option<&'static str> {
+        FVC2002_CRC.iter().find(|k| k.1 == self.content_crc && k.0 == self.name).map(|k| k.0)
+    }
+
+    /// Distinct fingers.
+    pub fn fingers(&self) -> usize {
+        let mut f: Vec<&str> = self.entries.iter().map(|e| e.finger.as_str()).collect();
+        f.dedup();
+        f.len()
     }
 }
+
+/// The content CRCs ([`Database::content_crc`]) of the four FVC2002 "B"
+/// databases of the shared data (`../shared/data/fvc2002/DB*_B`).
+pub const FVC2002_CRC: [(&str, u32); 4] =
+    [("DB1_B", 0xa6eb_f0ed), ("DB2_B", 0xe07a_2c6e), ("DB3_B", 0x51e5_5d26), ("DB4_B", 0xc46a_3b39)];
 
 /// Loads every `FINGER_IMPRESSION.*` template file of `dir`.
 pub fn load_database(dir: &Path) -> Result<Database, EvalError> {
     let io = |source| EvalError::Io { path: dir.to_path_buf(), source };
-    let mut entries = Vec::new();
+    let mut paths = Vec::new();
     for e in std::fs::read_dir(dir).map_err(io)? {
-        let path = e.map_err(io)?.path();
+        paths.push(e.map_err(io)?.path());
+    }
+    paths.sort();
+    let mut entries = Vec::new();
+    let mut crc = 0u32;
+    for path in paths {
         let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else { continue };
         let Some((finger, imp)) = stem.rsplit_once('_') else { continue };
         let Ok(impression) = imp.parse::<u32>() else { continue };
         let bytes = std::fs::read(&path).map_err(|source| EvalError::Io { path: path.clone(), source })?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        crc = crc32c::crc32c_append(crc32c::crc32c_append(crc, name.as_bytes()), &bytes);
         let mut ts = template::parse(&bytes).map_err(|source| EvalError::Template { path: path.clone(), source })?;
         if ts.is_empty() {
             continue;
@@ -99,7 +132,7 @@ pub fn load_database(dir: &Path) -> Result<Database, EvalError> {
     }
     entries.sort_by(|a, b| a.finger.cmp(&b.finger).then(a.impression.cmp(&b.impression)));
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(Database { name, entries })
+    Ok(Database { name, entries, content_crc: crc })
 }
 
 /// Pairs of entry indices.

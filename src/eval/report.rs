@@ -1,18 +1,49 @@
 //! Writing an evaluation: scores as CSV, a DET plot, and a markdown table.
 
+use super::intervals::RateIntervals;
 use super::metrics::{Curves, Rates};
+use super::suite::Evaluation;
 use super::{Database, DbScores};
+use crate::data::Split;
 use crate::plot::{self, Scale, Series};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
-/// Reference results on the same 320 FVC2002 templates and protocol (from
-/// the accuracy issue): average EER / FMR100 / FMR1000 / ZeroFMR, %.
-pub const REFERENCES: [(&str, [f64; 4]); 2] = [
-    ("NIST NBIS bozorth3", [6.80, 12.32, 18.84, 25.27]),
-    ("OpenAFIS (minutiae triplets)", [8.88, 14.91, 18.84, 20.62]),
+/// A peer's published figures on FVC2002 DB1_B-DB4_B (the FVC protocol,
+/// the same 320 template files as whorl's shared data).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Peer {
+    /// The program.
+    pub name: &'static str,
+    /// EER per database DB1_B..DB4_B, %.
+    pub eer: [f64; 4],
+    /// Averages over the four: EER, FMR100, FMR1000, ZeroFMR, %.
+    pub average: [f64; 4],
+    /// Where the figures come from, when and how they were measured.
+    pub source: &'static str,
+}
+
+/// Peers measured on exactly the shared FVC2002 templates. Printed only
+/// when an evaluation is of those four databases (checked by content).
+pub const PEERS: [Peer; 2] = [
+    Peer {
+        name: "NIST NBIS bozorth3",
+        eer: [7.47, 7.11, 10.01, 2.63],
+        average: [6.80, 12.32, 18.84, 25.27],
+        source: PEER_SOURCE,
+    },
+    Peer {
+        name: "OpenAFIS (minutiae triplets)",
+        eer: [6.78, 6.67, 14.97, 7.09],
+        average: [8.88, 14.91, 18.84, 20.62],
+        source: PEER_SOURCE,
+    },
 ];
+
+const PEER_SOURCE: &str = "quoted from whorl's issue 3 (filed 2026-11-21), whose filer measured them on these \
+same 320 files with the FVC protocol; the program versions and command lines were not recorded, and they were not \
+re-measured in this run";
 
 /// Averages of the rates over databases.
 pub fn average(all: &[DbScores]) -> Rates {
@@ -28,43 +59,78 @@ pub fn average(all: &[DbScores]) -> Rates {
     }
 }
 
-/// The markdown table of per-database and average rates.
-pub fn table(all: &[DbScores], references: bool) -> String {
-    let mut out = String::new();
-    let pct = |v: f64| 100.0 * v;
-    let _ =
-        writeln!(out, "| database | genuine | impostor | EER % | EER interval % | FMR100 % | FMR1000 % | ZeroFMR % |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
-    for s in all {
-        let r = &s.rates;
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {:.2} | [{:.2}, {:.2}] | {:.2} | {:.2} | {:.2} |",
-            s.name,
-            s.genuine.len(),
-            s.impostor.len(),
-            pct(r.eer),
-            pct(r.eer_low),
-            pct(r.eer_high),
-            pct(r.fmr100),
-            pct(r.fmr1000),
-            pct(r.zero_fmr)
-        );
-    }
-    let a = average(all);
+fn row(out: &mut String, name: &str, counts: (usize, usize, usize), iv: &RateIntervals) {
+    let (f, g, i) = counts;
     let _ = writeln!(
         out,
-        "| **whorl, average** | | | **{:.2}** | | **{:.2}** | **{:.2}** | **{:.2}** |",
+        "| {name} | {f} | {g} | {i} | {} | {} | {} | {} |",
+        iv.eer.pct(2),
+        iv.fmr100.pct(2),
+        iv.fmr1000.pct(2),
+        iv.zero_fmr.pct(2)
+    );
+}
+
+/// The markdown table of an evaluation: per database, then the averages,
+/// each with its 95% bootstrap interval over fingers.
+pub fn table(e: &Evaluation) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| database | fingers | genuine | impostor | EER % [95% CI] | FMR100 % [95% CI] | FMR1000 % [95% CI] | ZeroFMR % [95% CI] |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for ((db, s), iv) in e.dbs.iter().zip(&e.scores).zip(&e.intervals) {
+        row(&mut out, &s.name, (db.fingers(), s.genuine.len(), s.impostor.len()), iv);
+    }
+    for g in &e.groups {
+        let counts = g.members.iter().fold((0, 0, 0), |a, &m| {
+            (a.0 + e.dbs[m].fingers(), a.1 + e.scores[m].genuine.len(), a.2 + e.scores[m].impostor.len())
+        });
+        row(&mut out, &format!("**average, {}**", g.name), counts, &g.intervals);
+    }
+    out
+}
+
+/// The peers' figures beside whorl's, on the same FVC2002 files; empty
+/// unless the evaluation is of exactly those files.
+pub fn peer_table(e: &Evaluation) -> String {
+    if !e.is_fvc2002 {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| matcher | EER % calibration (DB1+DB2) | EER % held-out (DB3+DB4) | EER % all | FMR100 % | FMR1000 % | ZeroFMR % |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let pct = |v: f64| format!("{:.2}", 100.0 * v);
+    let g = |s| e.group(s).map(|g| g.rates).unwrap_or_default();
+    let (c, h, a) = (g(Split::Calibration), g(Split::HeldOut), g(Split::All));
+    let _ = writeln!(
+        out,
+        "| whorl | {} | {} | {} | {} | {} | {} |",
+        pct(c.eer),
+        pct(h.eer),
         pct(a.eer),
         pct(a.fmr100),
         pct(a.fmr1000),
         pct(a.zero_fmr)
     );
-    if references {
-        for (name, r) in REFERENCES {
-            let _ = writeln!(out, "| {name}, average | | | {:.2} | | {:.2} | {:.2} | {:.2} |", r[0], r[1], r[2], r[3]);
-        }
+    for p in PEERS {
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            p.name,
+            (p.eer[0] + p.eer[1]) / 2.0,
+            (p.eer[2] + p.eer[3]) / 2.0,
+            p.average[0],
+            p.average[1],
+            p.average[2],
+            p.average[3]
+        );
     }
+    let _ = writeln!(out, "\nPeer figures: {}.", PEER_SOURCE);
     out
 }
 

@@ -18,11 +18,49 @@ pub struct GpuOptions {
     /// wait for as long as it takes; the server sets
     /// `backend.gpu_poll_timeout_ms`.
     pub poll_timeout: Option<std::time::Duration>,
+    /// Cap on one storage binding, bytes (default: the device's limit;
+    /// `WHORL_GPU_MAX_BINDING`). Small values split galleries into many
+    /// chunks, so that tests run the multi-chunk paths on any device.
+    pub max_binding: Option<u64>,
+    /// Cap on work items per dispatch (default: the device's limit;
+    /// `WHORL_GPU_MAX_ITEMS`). Small values make many batches.
+    pub max_items: Option<usize>,
 }
 
 impl Default for GpuOptions {
     fn default() -> GpuOptions {
-        GpuOptions { allow_software: true, adapter_name: std::env::var("WHORL_GPU_ADAPTER").ok(), poll_timeout: None }
+        let num = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok());
+        GpuOptions {
+            allow_software: true,
+            adapter_name: std::env::var("WHORL_GPU_ADAPTER").ok(),
+            max_binding: num("WHORL_GPU_MAX_BINDING"),
+            max_items: num("WHORL_GPU_MAX_ITEMS").map(|v| v as usize),
+            poll_timeout: None,
+        }
+    }
+}
+
+/// What `WHORL_REQUIRE_GPU` asks of tests: `1` or `any`, a GPU backend must
+/// open, a software adapter (lavapipe) counting; `hardware`, it must be a
+/// hardware adapter; unset or anything else, tests without an adapter skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// Skip GPU tests without an adapter.
+    None,
+    /// Any adapter, software included.
+    Any,
+    /// A hardware adapter.
+    Hardware,
+}
+
+impl Requirement {
+    /// From `WHORL_REQUIRE_GPU`.
+    pub fn from_env() -> Requirement {
+        match std::env::var("WHORL_REQUIRE_GPU").as_deref().map(str::trim) {
+            Ok("1") | Ok("any") | Ok("software") => Requirement::Any,
+            Ok("hardware") => Requirement::Hardware,
+            _ => Requirement::None,
+        }
     }
 }
 

@@ -23,6 +23,10 @@ pub struct GpuParams {
     pub lut_z3: u32,
     /// Offset of the n_P table.
     pub lut_np: u32,
+    /// Offset of the stretch table (distance-difference scale by mean distance).
+    pub lut_stretch: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub pad: [u32; 3],
 }
 
 /// One (probe, candidate) pair to score (`GpuItem` in shaders/shared/mcc.wgsl).
@@ -36,7 +40,7 @@ pub struct GpuItem {
 }
 
 const _: () = {
-    assert!(std::mem::size_of::<GpuParams>() == 32);
+    assert!(std::mem::size_of::<GpuParams>() == 48);
     assert!(std::mem::size_of::<GpuItem>() == 8);
 };
 

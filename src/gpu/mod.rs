@@ -12,5 +12,5 @@ pub mod context;
 pub mod layout;
 pub mod rescorer;
 
-pub use context::{GpuContext, GpuOptions};
+pub use context::{GpuContext, GpuOptions, Requirement};
 pub use rescorer::{GpuRescorer, Timings};

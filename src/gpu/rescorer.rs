@@ -138,6 +138,8 @@ impl GpuRescorer {
         table.extend(&l.z3);
         let lut_np = table.len() as u32;
         table.extend(&l.np);
+        let lut_stretch = table.len() as u32;
+        table.extend(&l.stretch);
         let luts = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("luts"),
             contents: bytemuck::cast_slice(&table),
@@ -152,11 +154,20 @@ impl GpuRescorer {
             lut_z2,
             lut_z3,
             lut_np,
+            lut_stretch,
+            pad: [0; 3],
         };
         let limits = d.limits();
-        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) & !3;
-        let max_items =
-            (limits.max_compute_workgroups_per_dimension as usize).pow(2).min(max_binding as usize / 16).min(1 << 20);
+        let max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+            .min(opts.max_binding.unwrap_or(u64::MAX).max(4096))
+            & !7;
+        let max_items = (limits.max_compute_workgroups_per_dimension as usize)
+            .pow(2)
+            .min(max_binding as usize / 16)
+            .min(1 << 20)
+            .min(opts.max_items.unwrap_or(usize::MAX).max(1));
         ctx.check()?;
         Ok(GpuRescorer {
             ctx,
@@ -283,6 +294,23 @@ impl Rescorer for GpuRescorer {
     fn rescore_until(&self, queries: &[Query<'_>], cancel: &Cancel) -> Result<Vec<Vec<ScoreParts>>, RescoreError> {
         cancel.check().map_err(RescoreError::Stopped)?;
         self.ctx.check()?;
+        // The probes of one call share one binding: more than fit are
+        // scored in groups that do, one call each (a single probe larger
+        // than a binding is refused below).
+        let probe_bytes = |q: &Query<'_>| q.probe.words().len() as u64 * 8;
+        if queries.len() > 1 && queries.iter().map(probe_bytes).sum::<u64>() > self.max_binding {
+            let mut out = Vec::with_capacity(queries.len());
+            let (mut start, mut bytes) = (0, 0u64);
+            for (i, q) in queries.iter().enumerate() {
+                if i > start && bytes + probe_bytes(q) > self.max_binding {
+                    out.extend(self.rescore(&queries[start..i])?);
+                    (start, bytes) = (i, 0);
+                }
+                bytes += probe_bytes(q);
+            }
+            out.extend(self.rescore(&queries[start..])?);
+            return Ok(out);
+        }
         let d = &self.ctx.device;
         let t0 = Instant::now();
         let mut timings = Timings::default();

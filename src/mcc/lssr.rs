@@ -7,7 +7,8 @@
 //! 2. Their similarities λ⁰ (Q16) are relaxed n_rel times with w_R = ½:
 //!    `λ_t ← (λ_t + ⌊Σ_{k≠t} ⌊ρ(t,k)·λ_k / 2^15⌋ / (n_R − 1)⌋) / 2`, where
 //!    `ρ(t,k) = Z1(d1)·Z2(d2)·Z3(d3)` (Q15 tables) with d1 the difference of
-//!    the distances between the two pairs' minutiae in A and in B, d2 the
+//!    the distances between the two pairs' minutiae in A and in B (scaled
+//!    down by their mean distance when `rho_stretch` > 0: see [`Luts::z1_of`]), d2 the
 //!    difference of their direction differences, and d3 the difference of
 //!    their radial angles `dΦ(θ_t, φ(t→k))`.
 //! 3. Efficiency `ε_t = ⌊λ_t·2^15 / λ⁰_t⌋`; the n_P pairs of highest ε (ties
@@ -75,7 +76,7 @@ pub fn rho(l: &Luts, a: PreparedRef, b: PreparedRef, (it, jt): (usize, usize), (
 /// ρ from the geometry words of the two pairs and their directions.
 #[inline(always)]
 fn rho_from(l: &Luts, ga: u32, gb: u32, (ta, tb): (u16, u16), (ka, kb): (u16, u16)) -> u32 {
-    let z1 = l.z1((ga & 0xffff).abs_diff(gb & 0xffff));
+    let z1 = l.z1_of(ga & 0xffff, gb & 0xffff);
     if z1 == 0 {
         return 0;
     }

@@ -144,6 +144,17 @@ impl Matcher {
         ScoreParts { sum, n_p, n_r }
     }
 
+    /// The Γ stage as the matcher runs it (its kernel, the direction
+    /// window walk): the keys `γ << 32 | !(i·n_B + j)` of every pair with
+    /// γ > 0, in no particular order. For tests against the plain definition.
+    pub fn gamma_keys<'s>(&self, a: PreparedRef, b: PreparedRef, s: &'s mut Scratch) -> &'s [u64] {
+        s.gamma.keys.clear();
+        if !a.is_empty() && !b.is_empty() {
+            self.gamma_stage(a, b, &mut s.gamma);
+        }
+        &s.gamma.keys
+    }
+
     fn gamma_stage(&self, a: PreparedRef, b: PreparedRef, s: &mut GammaScratch) {
         if self.kernel == Kernel::Avx512 {
             return self.gamma_stage_fast(a, b, s);

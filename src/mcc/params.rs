@@ -55,6 +55,14 @@ pub struct MccParams {
     /// (μ_i^ρ, τ_i^ρ), i = 1..3: the sigmoids of the pair compatibility ρ on
     /// distance, direction-difference and radial-angle consistency.
     pub rho: [(f32, f32); 3],
+    /// Beyond the paper: distortion tolerance of ρ's distance term. The
+    /// difference of two pairs' distances, d1 = |d_A − d_B|, is divided by
+    /// `1 + rho_stretch · d̄ / R` (d̄ their mean distance) before Z1: skin
+    /// stretches, so two minutiae far apart move apart by more than two
+    /// close ones. 0 is the paper's absolute tolerance (and is left out of
+    /// the serialised parameters, so that their CRC is unchanged).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rho_stretch: f32,
 }
 
 impl Default for MccParams {
@@ -75,8 +83,13 @@ impl Default for MccParams {
             max_np: 12,
             n_rel: 5,
             rho: [(5.0, -8.0 / 5.0), (PI / 12.0, -30.0), (PI / 12.0, -30.0)],
+            rho_stretch: 1.0,
         }
     }
+}
+
+fn is_zero(v: &f32) -> bool {
+    *v == 0.0
 }
 
 /// Z(v, μ, τ) = 1 / (1 + e^{−τ(v − μ)}), the paper's sigmoid (eq. 5).

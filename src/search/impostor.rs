@@ -6,7 +6,7 @@
 //! The model is fitted once, offline, on tens of millions of impostor
 //! comparisons of synthetic fingers (whose score distributions are
 //! calibrated on FVC2002, see `benches/reports/synth-calibration`) by
-//! `whorl calibrate-impostors`, and ships as `assets/impostor-mcc-v1.json`:
+//! `whorl calibrate-impostors`, and ships as `assets/impostor-mcc-v2.json`:
 //!
 //! * the body is the empirical survival function, kept as knots at FMR
 //!   levels 10^(−k/20) and interpolated linearly in ln FMR;
@@ -136,7 +136,7 @@ pub enum ModelError {
 }
 
 /// The model that ships with whorl.
-pub const BUILTIN: &str = include_str!("../../assets/impostor-mcc-v1.json");
+pub const BUILTIN: &str = include_str!("../../assets/impostor-mcc-v2.json");
 
 impl ImpostorModel {
     /// Fits the model on impostor comparisons `(n_P, score)`.

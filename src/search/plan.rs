@@ -369,9 +369,14 @@ fn comparable_ordinals(info: &SubjectInfo, p: FingerPosition) -> impl Iterator<I
 /// The subjects worth a second round: all when few, else the strongest by
 /// round-1 evidence (the sum over fingers of the best ln FMR), at least
 /// four times the candidates asked for. A subject left out keeps the
-/// fingers round 1 scored: its fused score is computed over fewer fingers
-/// (Fisher's method over k fingers), so it can be lower or higher than a
-/// full round would give; the decision threshold is the same either way.
+/// fingers round 1 scored, and [`fuse_subject`] counts each of its other
+/// comparable fingers as a finger without evidence (p = 1): Fisher's
+/// P(k, x) falls as x grows, so its fused score is at most what a full
+/// round would give. Leaving subjects out can therefore neither lift an
+/// impostor above the threshold (the FPIR can only fall) nor rank anyone
+/// higher than a full round would. (Counting only the scored fingers does
+/// the opposite: P(1, x) < P(k, x), so one lucky finger alone outranked a
+/// mate whose other fingers were scored.)
 fn round2_subjects(plan: &Plan<'_>, positions: &[FingerPosition], book: &Book) -> Vec<Arc<str>> {
     let limit = if plan.round2_subjects == 0 { usize::MAX } else { plan.round2_subjects.max(4 * plan.want) };
     if book.order.len() <= limit {
@@ -414,7 +419,14 @@ fn fuse_subject(
                 eb.total_cmp(&ea).then_with(|| b.0.cmp(&a.0))
             },
         );
-        let Some((o, parts)) = best else { continue };
+        let Some((o, parts)) = best else {
+            if !comp.is_empty() {
+                // Comparable but not scored (left out of round 2): a finger
+                // without evidence, p = 1 (see round2_subjects).
+                evidence.push(FingerEvidence { ln_fmr: 0.0, tries: comp.len() });
+            }
+            continue;
+        };
         let ev = fusion::evidence(model, &parts, comp.len());
         evidence.push(ev);
         let t = &info.templates[o as usize];

@@ -250,11 +250,23 @@ pub struct BackendSection {
     /// Longest wait for one GPU batch, ms; past it the GPU is taken out of
     /// service and the CPU re-scores (counted in `whorl_gpu_fallbacks_total`).
     pub gpu_poll_timeout_ms: u64,
+    /// Cap on one GPU storage binding, bytes (default: the device's limit;
+    /// `WHORL_GPU_MAX_BINDING`). Tests set it small to run the multi-chunk paths.
+    pub gpu_max_binding: Option<u64>,
+    /// Cap on work items per GPU dispatch (default: the device's limit;
+    /// `WHORL_GPU_MAX_ITEMS`). Tests set it small to run the multi-batch paths.
+    pub gpu_max_items: Option<usize>,
 }
 
 impl Default for BackendSection {
     fn default() -> BackendSection {
-        BackendSection { choice: BackendChoice::Auto, gpu_resident_mib: 4096, gpu_poll_timeout_ms: 10_000 }
+        BackendSection {
+            choice: BackendChoice::Auto,
+            gpu_resident_mib: 4096,
+            gpu_poll_timeout_ms: 10_000,
+            gpu_max_binding: None,
+            gpu_max_items: None,
+        }
     }
 }
 

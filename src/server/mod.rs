@@ -49,7 +49,7 @@ use crate::mcc::Matcher;
 use crate::rescore::{AutoRescorer, BackendChoice, CpuRescorer, FallbackHook, Rescorer};
 use crate::search::Searcher;
 use crate::search::impostor::ImpostorModel;
-use config::{Config, SyncChoice};
+use config::{BackendSection, Config, SyncChoice};
 use service::{Services, Shared, State};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -78,26 +78,33 @@ pub type Backend = (Arc<dyn Rescorer>, Option<Arc<GpuRescorer>>);
 /// The re-scoring backend the configuration asks for: `auto` takes a
 /// hardware GPU when there is one (never a software one: lavapipe is far
 /// slower than the CPU kernel), `gpu` insists on one (software allowed),
-/// `cpu` never looks. A GPU lost, or hung past `poll_timeout`, while
-/// serving falls back to the CPU; `on_fallback` hears of each fall-back.
+/// `cpu` never looks. A GPU lost, or hung past `gpu_poll_timeout_ms`,
+/// while serving falls back to the CPU; `on_fallback` hears of each
+/// fall-back. `section`'s binding and dispatch caps (tests set them small)
+/// apply to the GPU.
 pub fn backend(
     choice: BackendChoice,
     matcher: &Matcher,
-    resident_mib: u64,
-    poll_timeout: Duration,
+    section: &BackendSection,
     on_fallback: Option<FallbackHook>,
 ) -> Result<Backend, ServeError> {
     let cpu = CpuRescorer::new(matcher.clone());
-    let budget = resident_mib << 20;
-    let poll_timeout = Some(poll_timeout);
+    let budget = section.gpu_resident_mib << 20;
+    let defaults = GpuOptions::default();
+    let limits = GpuOptions {
+        max_binding: section.gpu_max_binding.or(defaults.max_binding),
+        max_items: section.gpu_max_items.or(defaults.max_items),
+        poll_timeout: Some(Duration::from_millis(section.gpu_poll_timeout_ms)),
+        ..defaults
+    };
     let gpu = match choice {
         BackendChoice::Cpu => None,
         BackendChoice::Gpu => {
-            let opts = GpuOptions { allow_software: true, poll_timeout, ..GpuOptions::default() };
+            let opts = GpuOptions { allow_software: true, ..limits };
             Some(GpuRescorer::new(matcher, &opts, budget).map_err(|e| ServeError::Io(format!("backend gpu: {e}")))?)
         }
         BackendChoice::Auto => {
-            let opts = GpuOptions { allow_software: false, poll_timeout, ..GpuOptions::default() };
+            let opts = GpuOptions { allow_software: false, ..limits };
             match GpuRescorer::new(matcher, &opts, budget) {
                 Ok(g) => Some(g),
                 Err(e) => {
@@ -128,9 +135,7 @@ fn shared_backend(cfg: &Config, metrics: &Arc<metrics::Metrics>) -> Result<(Shar
     let model = ImpostorModel::builtin(crate::shard::mcc_params_crc(matcher.params())).map_err(|e| e.to_string())?;
     let m = Arc::clone(metrics);
     let hook: FallbackHook = Arc::new(move |why| m.gpu_fallback(why.name()));
-    let timeout = Duration::from_millis(cfg.backend.gpu_poll_timeout_ms);
-    let (rescorer, gpu) = backend(cfg.backend.choice, &matcher, cfg.backend.gpu_resident_mib, timeout, Some(hook))
-        .map_err(|e| e.to_string())?;
+    let (rescorer, gpu) = backend(cfg.backend.choice, &matcher, &cfg.backend, Some(hook)).map_err(|e| e.to_string())?;
     Ok((Shared { rescorer, model }, gpu))
 }
 
@@ -285,7 +290,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         audit: Mutex::new(audit),
         metrics: Arc::clone(&metrics),
         gpu: OnceLock::new(),
-        model: "impostor-mcc-v1".into(),
+        model: "impostor-mcc-v2".into(),
         identifications: AtomicU64::new(0),
         writes: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_writes_in_flight)),
         notifier: notifier.clone(),

@@ -13,6 +13,7 @@
 //! and parallel generation gives the same bytes in any order. All knobs are
 //! in [`SynthParams`].
 
+pub mod calibrate;
 pub mod finger;
 pub mod impression;
 pub mod orientation;
@@ -21,7 +22,7 @@ mod params;
 pub mod stats;
 
 pub use finger::Finger;
-pub use params::SynthParams;
+pub use params::{FROZEN, SynthParams};
 
 use crate::template::Template;
 use rand::{Rng, SeedableRng};

@@ -92,9 +92,7 @@ pub async fn start(cfg: Config) -> Result<RunningNode, ServeError> {
     let source = map_source(&cs.etcd, &cs.name, cs.map.as_deref(), Duration::from_secs(60)).await.map_err(io)?;
     let matcher = Matcher::default();
     let model = ImpostorModel::builtin(crate::shard::mcc_params_crc(matcher.params())).map_err(io)?;
-    let poll = Duration::from_millis(cfg.backend.gpu_poll_timeout_ms);
-    let (rescorer, _gpu) =
-        crate::server::backend(cfg.backend.choice, &matcher, cfg.backend.gpu_resident_mib, poll, None)?;
+    let (rescorer, _gpu) = crate::server::backend(cfg.backend.choice, &matcher, &cfg.backend, None)?;
     let data_dir = if cs.data_dir.as_os_str().is_empty() { cfg.gallery.path.clone() } else { cs.data_dir.clone() };
     let opts = NodeOptions {
         id: id.clone(),
