@@ -56,7 +56,7 @@ pub struct FrontServices {
     f: Arc<Front>,
 }
 
-const MODEL: &str = "impostor-mcc-v1";
+const MODEL: &str = crate::search::impostor::BUILTIN_NAME;
 
 impl Front {
     /// The shared state of a router's services.

@@ -85,7 +85,7 @@ pub async fn start(cfg: Config) -> Result<RunningRouter, ServeError> {
         Arc::new(Notifier {
             store,
             priority_label: cfg.notifications.priority_label.clone(),
-            model: "impostor-mcc-v1".into(),
+            model: crate::search::impostor::BUILTIN_NAME.into(),
         })
     });
     let conn_limits = conn::ConnLimits {

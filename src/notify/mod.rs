@@ -185,7 +185,7 @@ pub(crate) mod suite {
             target_fpir: 0.01,
             gallery_subjects: 1000,
             subject_fmr: 1e-5,
-            model: "impostor-mcc-v1".into(),
+            model: crate::search::impostor::BUILTIN_NAME.into(),
             rank: 1,
             client: "station-7".into(),
             transaction_id: tx.into(),

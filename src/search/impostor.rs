@@ -137,6 +137,8 @@ pub enum ModelError {
 
 /// The model that ships with whorl.
 pub const BUILTIN: &str = include_str!("../../assets/impostor-mcc-v2.json");
+/// The built-in model's name, as replies and events report it.
+pub const BUILTIN_NAME: &str = "impostor-mcc-v2";
 
 impl ImpostorModel {
     /// Fits the model on impostor comparisons `(n_P, score)`.

@@ -277,7 +277,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
             Some(Arc::new(notifications::Notifier {
                 store: Arc::new(store),
                 priority_label: cfg.notifications.priority_label.clone(),
-                model: "impostor-mcc-v1".into(),
+                model: crate::search::impostor::BUILTIN_NAME.into(),
             }))
         }
         None => None,
@@ -290,7 +290,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         audit: Mutex::new(audit),
         metrics: Arc::clone(&metrics),
         gpu: OnceLock::new(),
-        model: "impostor-mcc-v2".into(),
+        model: crate::search::impostor::BUILTIN_NAME.into(),
         identifications: AtomicU64::new(0),
         writes: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_writes_in_flight)),
         notifier: notifier.clone(),
