@@ -114,8 +114,14 @@ fn logs_carry_no_colour_codes_off_a_terminal() {
     let dir = scratch("colour");
     let g = dir.join("g");
     let (_, err) = ok(whorl().args(["--log", "info", "build", "--synth", "200", "--out"]).arg(&g));
-    assert!(err.contains("INFO") || err.contains("WARN"), "the build logged nothing at info: {err}");
     assert!(!err.contains('\u{1b}'), "terminal codes in a log that is not a terminal: {err:?}");
+    // Other commands, and an error, carry none either.
+    let (_, err) = ok(whorl().args(["--log", "info", "verify"]).arg(&g));
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    let o = run(whorl().args(["--log", "debug", "serve", "--listen", "0.0.0.0:1", "--gallery"]).arg(&g));
+    let err = text(&o.stderr);
+    assert!(!o.status.success() && err.contains("without authentication"), "{err}");
+    assert!(!err.contains('\u{1b}'), "terminal codes in an error that is not a terminal: {err:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -219,8 +225,11 @@ fn a_served_gallery_from_a_clients_side() {
     // Enrolling an id twice says what happened.
     let (first, _) = ok(whorl().args(["enroll", "--server", &addr, "--subject", "alice"]).arg(&probe));
     assert!(first.starts_with("enrolled alice (1 template)"), "{first}");
-    let (second, _) = ok(whorl().args(["enroll", "--server", &addr, "--subject", "alice"]).arg(&probe));
-    assert!(second.contains("alice was already enrolled (1 template)"), "{second}");
+    let again = run(whorl().args(["enroll", "--server", &addr, "--subject", "alice"]).arg(&probe));
+    let err = text(&again.stderr);
+    assert!(!again.status.success() && err.contains("alice is already enrolled (1 template): pass --replace"), "{err}");
+    let (second, _) = ok(whorl().args(["enroll", "--server", &addr, "--subject", "alice", "--replace"]).arg(&probe));
+    assert!(second.contains("alice was already enrolled (1 template): replaced by these 1"), "{second}");
 
     // Tables, and JSON on request.
     let (out, _) = ok(whorl().args(["shards", "--server", &addr]));

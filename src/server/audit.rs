@@ -36,6 +36,9 @@ pub struct Event {
     /// Subject id (verify, enrol, delete).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// The gallery of a write (named, or the default one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gallery: Option<String>,
     /// hit / no_hit for searches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<String>,
@@ -65,6 +68,7 @@ impl Event {
             method: method.to_string(),
             probe_sha256: None,
             subject: None,
+            gallery: None,
             decision: None,
             candidates: None,
             status: code_name(status).to_string(),

@@ -189,12 +189,21 @@ pub fn gallery_status(e: GalleryError) -> Status {
 pub fn fit_reply(r: &mut pb::IdentifyResponse, limit: usize) -> usize {
     let limit = limit.saturating_sub(256);
     let mut dropped = 0;
-    while r.encoded_len() > limit && !r.candidates.is_empty() {
-        // Drop a share at a time: encoding is linear in the candidates.
-        let over = r.encoded_len() - limit;
-        let each = (r.encoded_len() / r.candidates.len()).max(1);
-        let n = over.div_ceil(each).clamp(1, r.candidates.len());
-        r.candidates.truncate(r.candidates.len() - n);
+    loop {
+        let size = r.encoded_len();
+        if size <= limit {
+            break;
+        }
+        // The longest list (the summary's or a gallery section's) loses a
+        // share of its last candidates: encoding is linear in them.
+        let total = r.candidates.len() + r.galleries.iter().map(|g| g.candidates.len()).sum::<usize>();
+        let each = (size / total.max(1)).max(1);
+        let longest = std::iter::once(&mut r.candidates)
+            .chain(r.galleries.iter_mut().map(|g| &mut g.candidates))
+            .max_by_key(|l| l.len());
+        let Some(list) = longest.filter(|l| !l.is_empty()) else { break };
+        let n = (size - limit).div_ceil(each).clamp(1, list.len());
+        list.truncate(list.len() - n);
         dropped += n;
     }
     dropped

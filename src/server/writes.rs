@@ -134,7 +134,8 @@ impl Services {
                 .map_err(|e| st.gallery_status(e))?;
             // Logged: the enrolment stands. Its audit line goes to disk before the reply.
             let mut e = Event::now(caller, "Enroll", Code::Ok);
-            e.subject = Some(format!("{gallery}/{}", r.subject_id));
+            e.subject = Some(r.subject_id.clone());
+            e.gallery = Some(gallery.to_string());
             e.probe_sha256 = Some(p.sha256);
             st.audit_durable(e).map_err(|m| {
                 Status::internal(format!(
@@ -184,7 +185,8 @@ impl Services {
             let _permit = permit;
             let sequence = g.delete_with(&id, &job_cancel).map_err(|e| st.gallery_status(e))?;
             let mut e = Event::now(caller, "Delete", Code::Ok);
-            e.subject = Some(format!("{gallery}/{id}"));
+            e.subject = Some(id.to_string());
+            e.gallery = Some(gallery.to_string());
             st.audit_durable(e).map_err(|m| {
                 Status::internal(format!(
                     "deleted at log sequence {sequence}, but its audit line could not be written ({m}); the deletion stands"
@@ -208,7 +210,10 @@ impl Services {
     ) {
         match res {
             Ok(_) => self.count(method, t0, res),
-            Err(_) => self.finish(method, t0, caller, res, |e| e.subject = Some(format!("{gallery}/{subject}"))),
+            Err(_) => self.finish(method, t0, caller, res, |e| {
+                e.subject = Some(subject.to_string());
+                e.gallery = Some(gallery.to_string());
+            }),
         }
         self.st.refresh_gallery_metrics();
         if let Ok(e) = self.st.entry(gallery) {

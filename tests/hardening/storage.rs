@@ -72,7 +72,9 @@ async fn the_server_compacts_its_own_gallery_without_losing_enrolments() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is in use by"));
     let r = admin.gallery.compact(pb::CompactRequest { ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(r.folded_templates, 12 * u64::from(FINGERS));
-    assert!(r.wal_bytes_after <= 16 && r.wal_bytes_before > r.wal_bytes_after, "{r:?}");
+    // The log keeps its last record (replicas check a tail against it):
+    // one of the twelve enrolments logged.
+    assert!(r.wal_bytes_after <= r.wal_bytes_before / 12 + 16, "{r:?}");
     for k in 12..16u64 {
         let id = format!("online-{k}");
         admin.gallery.enroll(enroll_request(&id, &pop.templates(SUBJECTS + k, 0))).await.unwrap();
