@@ -292,7 +292,7 @@ pub async fn drain(
             .filter(|n| !holders.contains(n))
             .map(|n| (crate::groups::key_of(&format!("{n}/{g}")), n))
             .collect();
-        w.sort_by(|a, b| b.0.cmp(&a.0));
+        w.sort_by_key(|x| std::cmp::Reverse(x.0));
         let Some((_, to)) = w.first() else {
             return Err(ClusterError::Unavailable(format!("no node left to take group {g} from {node}")));
         };

@@ -199,7 +199,7 @@ pub async fn start(cfg: Config) -> Result<RunningRouter, ServeError> {
             m2.set_cluster("hedges", r2.counters.hedges.load(Ordering::Relaxed) as i64);
             m2.set_cluster("retries", r2.counters.retries.load(Ordering::Relaxed) as i64);
             m2.set_cluster("partial_answers", r2.counters.partial.load(Ordering::Relaxed) as i64);
-            if tick % 10 == 0
+            if tick.is_multiple_of(10)
                 && let Some(n) = &n2
             {
                 n.housekeep(&m2).await;

@@ -84,7 +84,7 @@ impl Gallery {
     }
 
     /// The records after `after` as logged, if the log still holds them all.
-    pub fn records_after(&self, after: u64) -> Result<Option<Vec<(u64, Vec<u8>)>>, GalleryError> {
+    pub fn records_after(&self, after: u64) -> Result<Option<super::wal::Records>, GalleryError> {
         Ok(self.wal.read_after(after)?)
     }
 

@@ -58,6 +58,7 @@ pub enum Op {
 
 /// A record: its sequence number and operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+
 pub struct Record {
     /// Sequence number, increasing.
     pub seq: u64,
@@ -240,7 +241,7 @@ impl Wal {
 
     /// The records after `after`, as logged: (sequence, bytes). `None` when
     /// the log no longer holds every one of them (compacted past `after`).
-    pub fn read_after(&self, after: u64) -> Result<Option<Vec<(u64, Vec<u8>)>>, WalError> {
+    pub fn read_after(&self, after: u64) -> Result<Option<Records>, WalError> {
         let (written, next) = {
             let g = self.inner.lock().map_err(|_| io(&self.path, "log lock poisoned by a panic"))?;
             (g.written, g.next_seq)
@@ -452,3 +453,6 @@ pub fn parse(path: &Path, b: &[u8]) -> Result<Replay, WalError> {
     }
     Ok(Replay { records, truncated: None })
 }
+
+/// Log records as (sequence, payload) pairs, oldest first.
+pub type Records = Vec<(u64, Vec<u8>)>;

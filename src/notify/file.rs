@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+// One record per line of the log, read once at open: the size of the
+// larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 enum Rec {
@@ -265,7 +268,7 @@ impl EventStore for FileStore {
         let galleries: Vec<String> = inner.logs.keys().cloned().collect();
         for g in galleries {
             let acked_min: u64 =
-                inner.acks.values().filter_map(|m| m.get(&g)).copied().min().unwrap_or(0).min(u64::MAX);
+                inner.acks.values().filter_map(|m| m.get(&g)).copied().min().unwrap_or(0);
             let any_subscriber = inner.acks.values().any(|m| m.contains_key(&g));
             let Some(log) = inner.logs.get_mut(&g) else { continue };
             let old = log.events.iter().take_while(|e| e.time_ms < cutoff).count();

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 /// A probe finger, prepared.
 #[derive(Debug, Clone)]
+
 pub struct Prepped {
     /// Its cylinders.
     pub prepared: Prepared,
@@ -89,7 +90,7 @@ pub fn candidates(
     cancel: &Cancel,
 ) -> Result<Found, SearchError> {
     // One task per (finger, part, shard, partition), plus one per (finger, part) for the delta.
-    let mut tasks: Vec<(usize, usize, Option<(usize, usize)>)> = Vec::new();
+    let mut tasks: Vec<Task> = Vec::new();
     for (f, p) in probe.iter().enumerate() {
         for (vi, v) in views.iter().enumerate() {
             for (si, s) in v.snap.shards.iter().enumerate() {
@@ -151,7 +152,7 @@ pub fn score(
 ) -> Result<Scored, SearchError> {
     let by_group: HashMap<u32, &GroupView> = views.iter().map(|v| (v.group, v)).collect();
     // Each subject's templates, resolved once.
-    let mut templates: HashMap<Arc<str>, (&GroupView, Vec<(Src, FingerPosition)>)> = HashMap::new();
+    let mut templates: HashMap<Arc<str>, Wanted<'_>> = HashMap::new();
     let mut out = Scored::default();
     for (group, subject) in plan::subjects_of(pairs) {
         let Some(v) = by_group.get(&group) else {
@@ -352,3 +353,8 @@ pub(super) fn subject_labels(snap: &Snapshot, subject: &str) -> Vec<(String, Str
     }
     Vec::new()
 }
+
+/// A candidate-stage task: finger, part, and (shard, partition) or the delta.
+type Task = (usize, usize, Option<(usize, usize)>);
+/// A subject's group view and the templates wanted of it.
+type Wanted<'a> = (&'a GroupView, Vec<(Src, FingerPosition)>);

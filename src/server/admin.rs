@@ -31,6 +31,9 @@ pub fn shard_msg(e: &crate::gallery::ShardEntry, status: &str, error: String, ga
     }
 }
 
+/// A shard operation run on a gallery (load or unload).
+type ShardOp = Box<dyn FnOnce(&Gallery) -> Result<crate::gallery::ShardEntry, GalleryError> + Send>;
+
 impl Services {
     /// LoadShard and UnloadShard: the gallery change off the async threads,
     /// then the GPU's resident shards brought in line, metrics and audit.
@@ -39,7 +42,7 @@ impl Services {
         method: &str,
         c: Result<Caller, (Status, String)>,
         gallery: String,
-        op: Box<dyn FnOnce(&Gallery) -> Result<crate::gallery::ShardEntry, GalleryError> + Send>,
+        op: ShardOp,
         status: &'static str,
     ) -> Result<Response<pb::Shard>, Status> {
         let t0 = Instant::now();

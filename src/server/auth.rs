@@ -64,8 +64,11 @@ pub struct Denied {
 /// The token table.
 #[derive(Clone)]
 pub struct Auth {
-    tokens: Vec<([u8; 32], String, Role, Option<Vec<String>>)>,
+    tokens: Vec<Token>,
 }
+
+/// A token's SHA-256, its holder's name, role and galleries (none: all).
+type Token = ([u8; 32], String, Role, Option<Vec<String>>);
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

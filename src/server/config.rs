@@ -393,7 +393,7 @@ impl Config {
                 "a gallery notifies: set [notifications] dir (where hit events are kept)".into(),
             ));
         }
-        if !(self.notifications.retention_days > 0.0) {
+        if self.notifications.retention_days.is_nan() || self.notifications.retention_days <= 0.0 {
             return Err(ConfigError::Invalid("notifications.retention_days must be positive".into()));
         }
         if named.is_empty() && self.cluster.is_none() && self.router.is_none() {

@@ -21,8 +21,11 @@ use tonic::{Request, Response, Status};
 
 /// Prepared probes kept between a search's phases (they arrive on one
 /// node two or three times within milliseconds).
+/// Prepared probes by SHA-256, with when they were made.
+type Prepared = HashMap<[u8; 32], (Instant, Arc<Vec<Prepped>>)>;
+
 struct ProbeCache {
-    map: Mutex<HashMap<[u8; 32], (Instant, Arc<Vec<Prepped>>)>>,
+    map: Mutex<Prepared>,
 }
 
 const CACHE_TTL: Duration = Duration::from_secs(30);
