@@ -267,8 +267,7 @@ impl EventStore for FileStore {
         let mut dropped = 0u64;
         let galleries: Vec<String> = inner.logs.keys().cloned().collect();
         for g in galleries {
-            let acked_min: u64 =
-                inner.acks.values().filter_map(|m| m.get(&g)).copied().min().unwrap_or(0);
+            let acked_min: u64 = inner.acks.values().filter_map(|m| m.get(&g)).copied().min().unwrap_or(0);
             let any_subscriber = inner.acks.values().any(|m| m.contains_key(&g));
             let Some(log) = inner.logs.get_mut(&g) else { continue };
             let old = log.events.iter().take_while(|e| e.time_ms < cutoff).count();
