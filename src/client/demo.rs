@@ -34,7 +34,17 @@ fn cargo_target_dir(exe: &Path) -> Option<PathBuf> {
 
 /// The cached gallery of `subjects` synthetic subjects with `seed`.
 pub fn gallery_dir(cache: &Path, subjects: u64, seed: u64) -> PathBuf {
-    cache.join(format!("gallery-{subjects}-s{seed}"))
+    cache.join(format!("gallery-{subjects}-s{seed}-{}", models_tag()))
+}
+
+/// What a cached gallery was built with (shard format, embedding, cylinder
+/// parameters): a build with other models gets a folder of its own instead
+/// of a cache it could not open.
+fn models_tag() -> String {
+    let e = crate::embed::Embedder::default().id().to_string();
+    let m = crate::shard::mcc_params_crc(&crate::mcc::MccParams::default());
+    let f = crate::shard::format::VERSION;
+    format!("f{f}-{:08x}", crc32c::crc32c(format!("{e}/{m:08x}").as_bytes()))
 }
 
 /// Makes `dst` a working copy of the gallery `src`: its files hard-linked
