@@ -332,6 +332,17 @@ async fn a_killed_node_loses_nothing_and_both_replicas_down_is_partial_or_unavai
     let total: u64 = per_group.iter().sum();
     assert!(total >= SUBJECTS + acked.len() as u64, "{total} held, {} acknowledged", SUBJECTS + acked.len() as u64);
     let lost: u64 = lost_groups.iter().map(|&g| per_group[g as usize]).sum();
+    // The router weighs groups by the sizes its polls last saw: wait until
+    // it has seen the last enrolments.
+    let t0 = Instant::now();
+    loop {
+        let st = r.gallery.stats(pb::StatsRequest { gallery: "main".into() }).await.unwrap().into_inner();
+        if st.subjects == total {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "the router counts {} subjects, the nodes {total}", st.subjects);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for &h in &holders {
         cl.nodes[h].signal("KILL");
     }
