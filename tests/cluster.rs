@@ -340,7 +340,11 @@ async fn a_killed_node_loses_nothing_and_both_replicas_down_is_partial_or_unavai
         if st.subjects == total {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "the router counts {} subjects, the nodes {total}", st.subjects);
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the router counts {} subjects, the nodes {total}",
+            st.subjects
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for &h in &holders {
