@@ -319,7 +319,7 @@ fn the_demo_repeats_itself() {
         ok(&mut c)
     };
     let listing = || {
-        let mut v: Vec<(String, u64)> = std::fs::read_dir(cache.join("gallery-1500-s11"))
+        let mut v: Vec<(String, u64)> = std::fs::read_dir(whorl::client::demo::gallery_dir(&cache, 1500, 11))
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
