@@ -166,9 +166,17 @@ async fn a_cluster_answers_as_one_node_and_enrolments_and_deletions_are_seen_at_
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    // Stats through the router count the cluster's subjects.
-    let st = r.gallery.stats(pb::StatsRequest { gallery: "main".into() }).await.unwrap().into_inner();
-    assert_eq!(st.subjects, SUBJECTS);
+    // Stats through the router count the cluster's subjects (as its polls,
+    // twice a second, last saw them).
+    let t0 = Instant::now();
+    loop {
+        let st = r.gallery.stats(pb::StatsRequest { gallery: "main".into() }).await.unwrap().into_inner();
+        if st.subjects == SUBJECTS {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the router counts {} subjects, not {SUBJECTS}", st.subjects);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(cl.routers.pop());
     // A group moved to the node that did not hold it (copy, catch up,
     // switch, drop), as an operator does when a node joins: the answers
