@@ -289,13 +289,7 @@ impl pb::identification_server::Identification for FrontServices {
                 (r, sha, c.describe())
             }
         };
-        self.finish("Identify", t0, &who, &res, |e| {
-            e.probe_sha256 = sha;
-            if let Ok(r) = &res {
-                e.decision = Some(convert::decision_name(r.decision).into());
-                e.candidates = Some(r.candidates.len());
-            }
-        });
+        self.finish("Identify", t0, &who, &res, |e| e.searched(sha, &res));
         res.map(Response::new)
     }
 

@@ -60,6 +60,16 @@ pub struct Event {
 }
 
 impl Event {
+    /// Fills the audit line of a search: the probe's hash and, when it
+    /// answered, the decision and how many candidates it returned.
+    pub fn searched(&mut self, sha: Option<String>, res: &Result<super::pb::IdentifyResponse, tonic::Status>) {
+        self.probe_sha256 = sha;
+        if let Ok(r) = res {
+            self.decision = Some(super::convert::decision_name(r.decision).into());
+            self.candidates = Some(r.candidates.len());
+        }
+    }
+
     /// An event stamped now.
     pub fn now(client: String, method: &str, status: tonic::Code) -> Event {
         Event {

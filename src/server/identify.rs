@@ -246,13 +246,7 @@ impl pb::identification_server::Identification for Services {
                 (r, sha, c.describe())
             }
         };
-        self.finish("Identify", t0, &who, &res, |e| {
-            e.probe_sha256 = sha;
-            if let Ok(r) = &res {
-                e.decision = Some(convert::decision_name(r.decision).into());
-                e.candidates = Some(r.candidates.len());
-            }
-        });
+        self.finish("Identify", t0, &who, &res, |e| e.searched(sha, &res));
         res.map(Response::new)
     }
 
@@ -284,13 +278,7 @@ impl pb::identification_server::Identification for Services {
                     let t1 = Instant::now();
                     let id = r.request_id.clone();
                     let (res, sha) = me.search(r, &caller, Cancel::until(deadline), t1, true).await;
-                    me.finish("IdentifyStream", t1, &caller.describe(), &res, |e| {
-                        e.probe_sha256 = sha;
-                        if let Ok(r) = &res {
-                            e.decision = Some(convert::decision_name(r.decision).into());
-                            e.candidates = Some(r.candidates.len());
-                        }
-                    });
+                    me.finish("IdentifyStream", t1, &caller.describe(), &res, |e| e.searched(sha, &res));
                     let result = match res {
                         Ok(resp) => pb::identify_stream_response::Result::Response(resp),
                         Err(s) => pb::identify_stream_response::Result::Error(pb::RequestError {
