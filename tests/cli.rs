@@ -351,3 +351,18 @@ fn the_demo_repeats_itself() {
     assert!(!cache.join("run-1500-s11").exists(), "the working copy was left behind");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn capacity_sizes_from_the_committed_profile_and_refuses_a_broken_one() {
+    let (out, _) = ok(whorl().args(["capacity"]));
+    assert!(out.contains("nodes: ") && out.contains("bound by"), "{out}");
+    // The committed profile carries both recall curves, so the cluster's
+    // recall (whole-position exact search × what HNSW keeps) is printed.
+    assert!(out.contains("mate kept among a finger's candidates: "), "{out}");
+    let dir = scratch("capacity");
+    let bad = dir.join("profile.json");
+    std::fs::write(&bad, "{\"measured_on\": 3}").unwrap();
+    let o = run(whorl().arg("capacity").arg("--profile").arg(&bad));
+    assert!(!o.status.success(), "a malformed profile must be refused");
+    assert!(text(&o.stderr).contains("profile"), "{}", text(&o.stderr));
+}

@@ -57,12 +57,15 @@ pub struct CandidatesArgs {
     /// whorl-int8, whorl-int8+rerank (the ef list re-ranked by f32), hnsw_rs.
     #[arg(long, value_delimiter = ',', default_value = "whorl-f32,whorl-f16,whorl-int8,whorl-int8+rerank,hnsw_rs")]
     pub(super) impls: Vec<String>,
-    /// Candidates per probe finger on the serving path (the server's `candidates_per_finger`).
-    #[arg(long, default_value_t = 100)]
-    pub(super) serve_k: usize,
-    /// ef on the serving path (the server's `ef`).
-    #[arg(long, default_value_t = 128)]
-    pub(super) serve_ef: usize,
+    /// Candidates per probe finger on the serving path (the server's
+    /// `candidates_per_finger`); several values give mate recall against
+    /// list length.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    pub(super) serve_k: Vec<usize>,
+    /// ef on the serving path (the server's `ef`); several values give the
+    /// approximate search's cost of keeping up with exact search.
+    #[arg(long, value_delimiter = ',', default_value = "128")]
+    pub(super) serve_ef: Vec<usize>,
     /// Each timing of the ef curve is the best of this many runs (the
     /// machine is shared: the best run is the least disturbed one).
     #[arg(long, default_value_t = 3)]

@@ -369,11 +369,20 @@ pub fn capacity(a: CapacityArgs) -> Result<()> {
         s.latency_s[1],
         if s.meets_target { "meets the target" } else { "MISSES the target" }
     );
-    if let Some(r) = s.recall {
-        println!(
+    match (s.cluster_recall, s.exact_recall, s.recall) {
+        (Some(c), Some(e), Some(r)) => println!(
+            "mate kept among a finger's candidates: {:.1}% (exact search at the same list length over the {:.2e} fingers of a position: {:.1}%; HNSW over one {:.0}-finger partition: {:.1}%; beyond the measured sizes extrapolated in log size)",
+            c * 100.0,
+            s.position,
+            e * 100.0,
+            s.partition,
+            r * 100.0
+        ),
+        (_, _, Some(r)) => println!(
             "candidate-stage mate recall at this partition size (extrapolated from measurements): {:.1}%",
             r * 100.0
-        );
+        ),
+        _ => {}
     }
     Ok(())
 }

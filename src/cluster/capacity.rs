@@ -18,6 +18,11 @@
 //!                share of the groups on the cores one search may use;
 //!                plus queueing at the planned utilisation (M/M/c, as an
 //!                M/M/1 approximation per node: t / (1 − ρ))
+//! recall         the best k of every partition merge into one list of k
+//!                per finger, so the mate is kept with probability
+//!                exact_k(N·F/10) · hnsw_k(n_part) / exact_k(n_part):
+//!                exact search's recall at list length k over a whole
+//!                position, times the share of it HNSW keeps per partition
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -47,10 +52,18 @@ pub struct Profile {
     pub comparisons_tenprint: f64,
     /// Fixed cost per search (parsing, preparing, fusing, RPCs), core-seconds.
     pub fixed_core_s: f64,
-    /// Mate recall of the candidate stage at the measured sizes (the share
-    /// of mated single-finger probes whose mate is in the candidate list).
+    /// Mate recall of the candidate stage at the measured sizes: the share
+    /// of mated single-finger probes whose mate is in the `k` candidates the
+    /// server keeps, searching one partition of that many fingers (HNSW).
     #[serde(default)]
     pub recall: Vec<(f64, f64)>,
+    /// Exact search's mate recall at the same list length `k` over that
+    /// many fingers of one position: the most any index could keep. A
+    /// cluster merges the best `k` of every partition into one list per
+    /// finger, so its recall follows this curve at the size of a whole
+    /// position, times what HNSW keeps of it at the partition size.
+    #[serde(default)]
+    pub exact_recall: Vec<(f64, f64)>,
 }
 
 impl Profile {
@@ -64,6 +77,21 @@ impl Profile {
     /// Mate recall at partition size `n` (same interpolation), if measured.
     pub fn recall_at(&self, n: f64) -> Option<f64> {
         (!self.recall.is_empty()).then(|| interp_log(&self.recall, n).clamp(0.0, 1.0))
+    }
+
+    /// Exact search's mate recall at list length `k` over `n` fingers, if measured.
+    pub fn exact_recall_at(&self, n: f64) -> Option<f64> {
+        (!self.exact_recall.is_empty()).then(|| interp_log(&self.exact_recall, n).clamp(0.0, 1.0))
+    }
+
+    /// Mate recall of a search whose position holds `position` fingers
+    /// split into partitions of `partition`: exact search's recall over the
+    /// whole position, times the share of exact search's mates HNSW keeps
+    /// at the partition size (`None` without both curves).
+    pub fn cluster_recall(&self, position: f64, partition: f64) -> Option<f64> {
+        let whole = self.exact_recall_at(position)?;
+        let kept = self.recall_at(partition)? / self.exact_recall_at(partition)?.max(1e-9);
+        Some((whole * kept.min(1.0)).clamp(0.0, 1.0))
     }
 }
 
@@ -159,8 +187,16 @@ pub struct Sizing {
     pub latency_s: [f64; 2],
     /// Whether the peak latency meets the target.
     pub meets_target: bool,
-    /// Candidate-stage mate recall at the partition size, when measured.
+    /// Candidate-stage mate recall of one partition of this size, when measured.
     pub recall: Option<f64>,
+    /// Exact search's mate recall at list length `k` over all the fingers
+    /// of one position (the cluster keeps the best `k` of all partitions).
+    pub exact_recall: Option<f64>,
+    /// The cluster's candidate-stage mate recall: `exact_recall` times the
+    /// share of exact search's mates HNSW keeps at the partition size.
+    pub cluster_recall: Option<f64>,
+    /// Fingers of one position in the whole gallery.
+    pub position: f64,
 }
 
 /// Sizes a cluster for `d` with nodes like `spec`, from profile `p`.
@@ -212,6 +248,9 @@ pub fn size(p: &Profile, d: &Demand, spec: &NodeSpec) -> Sizing {
         latency_s,
         meets_target: latency_s[1] <= d.latency_s,
         recall: p.recall_at(partition),
+        exact_recall: p.exact_recall_at(fingers / 10.0),
+        cluster_recall: p.cluster_recall(fingers / 10.0, partition),
+        position: fingers / 10.0,
     }
 }
 
@@ -231,6 +270,7 @@ mod tests {
             comparisons_tenprint: 1700.0,
             fixed_core_s: 0.002,
             recall: vec![(1e5, 0.9), (1e6, 0.85)],
+            exact_recall: vec![(1e5, 0.95), (1e6, 0.9)],
         }
     }
 
@@ -241,6 +281,24 @@ mod tests {
         assert!((p.candidate_at(10f64.powf(5.5)) - 2.5e-4).abs() < 1e-9);
         assert!((p.candidate_at(1e7) - 4e-4).abs() < 1e-9, "extrapolated along the last segment");
         assert!((p.recall_at(1e7).unwrap() - 0.80).abs() < 1e-9);
+        assert!((p.exact_recall_at(1e7).unwrap() - 0.85).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cluster_recall_is_the_whole_positions_exact_recall_times_what_hnsw_keeps() {
+        let p = profile();
+        // Partitions of 1e5 keep 0.9 / 0.95 of exact search's mates; a
+        // position of 1e7 fingers has exact recall 0.85 at the same k.
+        let r = p.cluster_recall(1e7, 1e5).unwrap();
+        assert!((r - 0.85 * 0.9 / 0.95).abs() < 1e-9, "{r}");
+        // One partition holding the whole position: the measured recall.
+        assert!((p.cluster_recall(1e6, 1e6).unwrap() - 0.85).abs() < 1e-9);
+        let bare = Profile { exact_recall: Vec::new(), ..p };
+        assert_eq!(bare.cluster_recall(1e7, 1e5), None);
+        let d = Demand { identities: 3e8, fingers: 10.0, rate: 5.0, peak: 50.0, latency_s: 10.0, probe_fingers: 10.0 };
+        let s = size(&bare, &d, &NodeSpec::default());
+        assert_eq!((s.cluster_recall, s.exact_recall), (None, None));
+        assert!(s.recall.is_some());
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! by the rare node that becomes the new top.
 //!
 //! After the inserts (`repair.rs`), every node is searched for with its own
-//! stored vector, scored over the vectors the graph will serve from (list
-//! of [`REPAIR_EF`]); one the search does not return (first, or tied with
+//! vector, scored as the inserts scored it (for float rows their int8
+//! copy; list of [`REPAIR_EF`]); one the search does not return (first, or tied with
 //! the first) is linked in from the nearest nodes it did return; a link
 //! can displace another's, so all nodes are searched again after a round
 //! that linked any (at most three rounds). Then every node must be reachable
@@ -147,9 +147,9 @@ pub fn build_in_place(
     build_over(v, rows, v, rows, position, p, seed, progress)
 }
 
-/// Inserts rows `local` of `ins` (the build's scoring), then checks and
-/// repairs the graph scoring `v`, rows `rows` (the vectors it will serve
-/// from, so the self-search of the checks is the search a client runs).
+/// Inserts rows `local` of `ins` (the build's scoring) and checks each
+/// node's self-search with the same scoring, then checks reachability and
+/// writes the graph over `v`, rows `rows` (the vectors it will serve from).
 #[allow(clippy::too_many_arguments)]
 fn build_over(
     ins: Vectors<'_>,
@@ -187,10 +187,13 @@ fn build_over(
         done = end;
         progress(done, n);
     }
-    // The same lists, scored over the vectors served from.
-    let b = Builder { v, rows, ..b };
+    // The self-search check scores the vectors the inserts scored (for
+    // float rows the int8 copy: an f32 pass cost 0.66x hnswlib's whole
+    // build, benches/reports/index/README.md); the reachability repair and
+    // the graph written score the vectors served from.
     let mut indegree = b.indegree();
     let self_missed = b.self_repair(&mut indegree);
+    let b = Builder { v, rows, ..b };
     let mut reach = with_scratch(|sc| b.repair(sc));
     reach.self_missed = self_missed;
     Ok((b.flatten(position, (reach.repaired + self_missed) as u32), reach))
