@@ -254,9 +254,12 @@ fn every_point_is_reachable_and_finds_itself() {
             })
             .count();
         // The build checks each point's self-search over the int8 vectors
-        // it was inserted with (for f32 rows, their int8 copy), so an f32
-        // query, scored exactly, can still miss a few: 3,997 measured.
-        let want = if kind == VectorKind::F32 { 3995 } else { 3990 };
+        // it was inserted with (for f32 rows, their int8 copy), so a query
+        // scored as the search scores it can still miss a few: 3,992-3,999
+        // found over 25 builds of each kind (parallel inserts make builds
+        // differ). About 55 points are missed before the repair, so a
+        // repair that stopped working would fall far below this floor.
+        let want = 3985;
         assert!(found >= want, "{kind}: {found} of 4000 points find themselves at ef 32 ({reach:?})");
     }
 }

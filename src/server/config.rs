@@ -37,7 +37,7 @@
 //!
 //! [search]                              # see whorl::search::SearchConfig
 //! candidates_per_finger = 100
-//! ef = 128
+//! ef = 512
 //! default_fpir = 0.01
 //! round2_subjects = 64                  # ten-prints: subjects whose other fingers are re-scored
 //!
