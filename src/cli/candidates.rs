@@ -91,8 +91,9 @@ pub struct CandidatesArgs {
     #[arg(long, default_value_t = 3000)]
     pub(super) non_mated: u64,
     /// ef values (HNSW search breadth) to measure the serving path at; the
-    /// server's default first.
-    #[arg(long, value_delimiter = ',', default_value = "128")]
+    /// first also gives the decisions table. None given: the server's
+    /// default (`SearchConfig::default().ef`).
+    #[arg(long, value_delimiter = ',')]
     pub(super) serving_ef: Vec<usize>,
     /// HNSW neighbours per node (M) of the serving gallery's indexes.
     #[arg(long, default_value_t = whorl::index::IndexParams::default().max_connections)]

@@ -77,7 +77,8 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, synth: &Synth, n: u64, real: &[(Spl
     writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
     print!("{md}");
     let mut decisions = String::new();
-    for &ef in &a.serving_ef {
+    let efs = if a.serving_ef.is_empty() { vec![SearchConfig::default().ef] } else { a.serving_ef.clone() };
+    for &ef in &efs {
         let cfg = SearchConfig { ef, ..SearchConfig::default() };
         for (name, probes) in &sets {
             let o: Outcome = g.measure(e, &cfg, probes)?;
@@ -94,11 +95,11 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, synth: &Synth, n: u64, real: &[(Spl
             );
             println!("{row}");
             writeln!(md, "{row}")?;
-            if ef == a.serving_ef[0] {
+            if ef == efs[0] {
                 writeln!(decisions, "| {name} (mated) | {} | FNIR {} |", o.probes, o.fnir.pct(2))?;
             }
         }
-        if ef == a.serving_ef[0] && !non_mated.is_empty() {
+        if ef == efs[0] && !non_mated.is_empty() {
             let o = g.measure(e, &cfg, &non_mated)?;
             let fp = (o.fpir.value * o.probes as f64).round();
             writeln!(
@@ -112,7 +113,7 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, synth: &Synth, n: u64, real: &[(Spl
     let head = format!(
         "\n### Decisions at the default target FPIR {} (ef {})\n\nFNIR: mated searches that are not a hit with the mate first; FPIR: non-mated searches that are a hit. 95% Clopper-Pearson intervals: {} non-mated searches bound the FPIR to about ±{:.1} points.\n\n| probes | n | rate % [95% CI] |\n|---|---|---|\n",
         cfg0.default_fpir,
-        a.serving_ef[0],
+        efs[0],
         a.non_mated,
         100.0 * 1.96 * (cfg0.default_fpir * (1.0 - cfg0.default_fpir) / a.non_mated.max(1) as f64).sqrt()
     );
