@@ -59,12 +59,13 @@ pub struct CandidatesArgs {
     pub(super) impls: Vec<String>,
     /// Candidates per probe finger on the serving path (the server's
     /// `candidates_per_finger`); several values give mate recall against
-    /// list length.
-    #[arg(long, value_delimiter = ',', default_value = "100")]
+    /// list length. None given: the server's default.
+    #[arg(long, value_delimiter = ',')]
     pub(super) serve_k: Vec<usize>,
     /// ef on the serving path (the server's `ef`); several values give the
-    /// approximate search's cost of keeping up with exact search.
-    #[arg(long, value_delimiter = ',', default_value = "128")]
+    /// approximate search's cost of keeping up with exact search. None
+    /// given: the server's default.
+    #[arg(long, value_delimiter = ',')]
     pub(super) serve_ef: Vec<usize>,
     /// Each timing of the ef curve is the best of this many runs (the
     /// machine is shared: the best run is the least disturbed one).

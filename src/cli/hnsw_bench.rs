@@ -169,8 +169,12 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, g: &[f32], probes: &[Vec<f32>]) -> 
     let contenders = build_contenders(a, g, dim)?;
     let nq = queries.len() as f64;
 
-    let serve_ef = a.serve_ef.first().copied().unwrap_or(128);
-    let efs = [k, whorl::index::build::REPAIR_EF, serve_ef];
+    // The serving path's k and ef: as given, or the server's defaults.
+    let server = whorl::search::SearchConfig::default();
+    let or_server = |v: &[usize], d: usize| if v.is_empty() { vec![d] } else { v.to_vec() };
+    let serve_k = or_server(&a.serve_k, server.candidates_per_finger);
+    let serve_ef = or_server(&a.serve_ef, server.ef);
+    let efs = [k, whorl::index::build::REPAIR_EF, serve_ef[0]];
     println!(
         "\n| implementation | bytes per vector resident (vectors + graph) | self-search: point found as its own top-1, ef {} / {} / {} |",
         efs[0], efs[1], efs[2]
@@ -213,9 +217,9 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, g: &[f32], probes: &[Vec<f32>]) -> 
         })
         .collect();
     for c in &contenders {
-        for &sk in &a.serve_k {
+        for &sk in &serve_k {
             let exact_mates = above.iter().filter(|&&r| r < sk).count();
-            for &sef in &a.serve_ef {
+            for &sef in &serve_ef {
                 let (found, secs) =
                     timed(2, || queries.par_iter().map(|q| query(c, g, dim, q, sk, sef)).collect::<Vec<_>>())?;
                 let hits = found.iter().enumerate().filter(|(i, f)| f.iter().any(|h| h.id as usize == *i)).count();

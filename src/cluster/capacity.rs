@@ -203,7 +203,9 @@ pub struct Sizing {
 pub fn size(p: &Profile, d: &Demand, spec: &NodeSpec) -> Sizing {
     let fingers = d.identities * d.fingers;
     let stored = fingers * spec.replicas;
-    let partition = fingers / (spec.groups * 10.0);
+    // Fingers of one finger position; each group splits it into partitions.
+    let position = fingers / 10.0;
+    let partition = position / spec.groups;
     // Known positions: each probe finger searches its position in every group.
     let cand = d.probe_fingers * spec.groups * p.candidate_at(partition);
     let comparisons = if d.probe_fingers > 1.0 { p.comparisons_tenprint } else { p.comparisons_single };
@@ -248,9 +250,9 @@ pub fn size(p: &Profile, d: &Demand, spec: &NodeSpec) -> Sizing {
         latency_s,
         meets_target: latency_s[1] <= d.latency_s,
         recall: p.recall_at(partition),
-        exact_recall: p.exact_recall_at(fingers / 10.0),
-        cluster_recall: p.cluster_recall(fingers / 10.0, partition),
-        position: fingers / 10.0,
+        exact_recall: p.exact_recall_at(position),
+        cluster_recall: p.cluster_recall(position, partition),
+        position,
     }
 }
 
