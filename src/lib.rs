@@ -14,6 +14,7 @@
 compile_error!("whorl reads little-endian data in place and does not support big-endian targets");
 
 pub mod cancel;
+pub mod checksum;
 pub mod client;
 pub mod cluster;
 pub mod data;

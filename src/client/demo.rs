@@ -44,7 +44,7 @@ fn models_tag() -> String {
     let e = crate::embed::Embedder::default().id().to_string();
     let m = crate::shard::mcc_params_crc(&crate::mcc::MccParams::default());
     let f = crate::shard::format::VERSION;
-    format!("f{f}-{:08x}", crc32c::crc32c(format!("{e}/{m:08x}").as_bytes()))
+    format!("f{f}-{:08x}", crate::checksum::crc32c(format!("{e}/{m:08x}").as_bytes()))
 }
 
 /// Makes `dst` a working copy of the gallery `src`: its files hard-linked

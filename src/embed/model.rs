@@ -66,7 +66,7 @@ impl EmbedModel {
         for p in &self.whitening.proj {
             out.extend_from_slice(&half::f16::from_f32(*p).to_le_bytes());
         }
-        let crc = crc32c::crc32c(&out);
+        let crc = crate::checksum::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
     }
@@ -79,7 +79,7 @@ impl EmbedModel {
         }
         let (body, tail) = b.split_at(b.len() - 4);
         let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-        let computed = crc32c::crc32c(body);
+        let computed = crate::checksum::crc32c(body);
         if stored != computed {
             return Err(ModelError::Checksum { stored, computed });
         }

@@ -120,7 +120,7 @@ pub fn load_database(dir: &Path) -> Result<Database, EvalError> {
         let Ok(impression) = imp.parse::<u32>() else { continue };
         let bytes = std::fs::read(&path).map_err(|source| EvalError::Io { path: path.clone(), source })?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        crc = crc32c::crc32c_append(crc32c::crc32c_append(crc, name.as_bytes()), &bytes);
+        crc = crate::checksum::crc32c_append(crate::checksum::crc32c_append(crc, name.as_bytes()), &bytes);
         let mut ts = template::parse(&bytes).map_err(|source| EvalError::Template { path: path.clone(), source })?;
         if ts.is_empty() {
             continue;

@@ -238,6 +238,6 @@ pub fn load(
         let id = shard.subject_id(shard.subject_index(t))?;
         by_subject.entry(id.to_string()).or_default().push(t as u32);
     }
-    let key = (u64::from(entry.table_crc) << 32) | u64::from(crc32c::crc32c(entry.name.as_bytes()));
+    let key = (u64::from(entry.table_crc) << 32) | u64::from(crate::checksum::crc32c(entry.name.as_bytes()));
     Ok(LoadedShard { entry: entry.clone(), shard, partitions, by_subject, key })
 }

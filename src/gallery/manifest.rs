@@ -96,7 +96,7 @@ impl Manifest {
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut body = serde_json::to_vec(self).unwrap_or_default();
-        let crc = crc32c::crc32c(&body);
+        let crc = crate::checksum::crc32c(&body);
         body.extend_from_slice(format!("\ncrc32c {crc:08x}\n").as_bytes());
         body
     }
@@ -111,7 +111,7 @@ impl Manifest {
         let stored = hex
             .and_then(|h| u32::from_str_radix(h, 16).ok())
             .ok_or_else(|| corrupt(format!("checksum line '{}' is not 'crc32c XXXXXXXX'", line.trim_end()), nl + 1))?;
-        let computed = crc32c::crc32c(body);
+        let computed = crate::checksum::crc32c(body);
         if stored != computed {
             return Err(corrupt(format!("CRC32C mismatch (stored {stored:08x}, computed {computed:08x})"), 0));
         }

@@ -100,7 +100,7 @@ impl Gallery {
         if seq <= last {
             // Already here (a catch-up that overlapped replication): the same record, or damage.
             return match self.wal.crc_of(seq)? {
-                Some(c) if c == crc32c::crc32c(payload) => Ok(()),
+                Some(c) if c == crate::checksum::crc32c(payload) => Ok(()),
                 None if seq <= last => Ok(()),
                 _ => Err(GalleryError::Invalid(format!("replicated record {seq} differs from the one held here"))),
             };

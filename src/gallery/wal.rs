@@ -175,7 +175,7 @@ impl Wal {
         file.seek(SeekFrom::Start(good_end)).map_err(|e| io(&path, e))?;
         let next_seq = replay.records.last().map(|r| r.seq + 1).unwrap_or(1);
         let records = replay.records.len() as u64;
-        let last = parse_raw(&path, &bytes[..good_end as usize])?.last().map(|(s, p)| (*s, crc32c::crc32c(p)));
+        let last = parse_raw(&path, &bytes[..good_end as usize])?.last().map(|(s, p)| (*s, crate::checksum::crc32c(p)));
         let inner = Inner { file, next_seq, records, written: good_end, durable: good_end, syncing: false, last };
         Ok((Wal { path, mode, inner: Mutex::new(inner), synced: Condvar::new() }, replay))
     }
@@ -272,7 +272,7 @@ impl Wal {
     /// The CRC32C of record `seq`'s bytes, if the log holds it.
     pub fn crc_of(&self, seq: u64) -> Result<Option<u32>, WalError> {
         let raw = self.read_after(seq.saturating_sub(1))?.unwrap_or_default();
-        Ok(raw.iter().find(|(s, _)| *s == seq).map(|(_, p)| crc32c::crc32c(p)))
+        Ok(raw.iter().find(|(s, _)| *s == seq).map(|(_, p)| crate::checksum::crc32c(p)))
     }
 
     fn write_payload<'a>(&'a self, mut g: std::sync::MutexGuard<'a, Inner>, payload: &[u8]) -> Result<(), WalError> {
@@ -281,7 +281,7 @@ impl Wal {
             u32::try_from(payload.len()).ok().filter(|&l| l <= MAX_RECORD).ok_or(WalError::TooLarge(payload.len()))?;
         let mut frame = Vec::with_capacity(8 + payload.len());
         frame.extend_from_slice(&len.to_le_bytes());
-        frame.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        frame.extend_from_slice(&crate::checksum::crc32c(payload).to_le_bytes());
         frame.extend_from_slice(payload);
         if let Err(e) = g.file.write_all(&frame) {
             // Leave no partial record behind for later appends to follow.
@@ -291,7 +291,7 @@ impl Wal {
             return Err(io(&self.path, e));
         }
         g.written += frame.len() as u64;
-        g.last = Some((g.next_seq, crc32c::crc32c(payload)));
+        g.last = Some((g.next_seq, crate::checksum::crc32c(payload)));
         g.next_seq += 1;
         g.records += 1;
         let mine = g.written;
@@ -351,7 +351,7 @@ impl Wal {
         bytes.extend_from_slice(&0u32.to_le_bytes());
         for (_, payload) in keep {
             bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+            bytes.extend_from_slice(&crate::checksum::crc32c(payload).to_le_bytes());
             bytes.extend_from_slice(payload);
         }
         crate::fsutil::write_atomic_private(&self.path, &bytes).map_err(|e| io(&self.path, e))?;
@@ -359,7 +359,7 @@ impl Wal {
         file.seek(SeekFrom::End(0)).map_err(|e| io(&self.path, e))?;
         g.file = file;
         g.written = bytes.len() as u64;
-        g.last = keep.last().map(|(s, p)| (*s, crc32c::crc32c(p)));
+        g.last = keep.last().map(|(s, p)| (*s, crate::checksum::crc32c(p)));
         g.durable = g.written;
         g.records = keep.len() as u64;
         Ok(())
@@ -379,7 +379,7 @@ fn parse_raw(path: &Path, b: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, WalError> {
         let len = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
         let crc = u32::from_le_bytes([b[at + 4], b[at + 5], b[at + 6], b[at + 7]]);
         let end = at + 8 + len;
-        if end > b.len() || crc32c::crc32c(&b[at + 8..end]) != crc {
+        if end > b.len() || crate::checksum::crc32c(&b[at + 8..end]) != crc {
             break;
         }
         let payload = b[at + 8..end].to_vec();
@@ -433,7 +433,7 @@ pub fn parse(path: &Path, b: &[u8]) -> Result<Replay, WalError> {
             }
         }
         let payload = &b[at + 8..end];
-        let ok = crc32c::crc32c(payload) == crc;
+        let ok = crate::checksum::crc32c(payload) == crc;
         if !ok {
             if end == b.len() {
                 return Ok(Replay { records, truncated: torn });

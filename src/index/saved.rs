@@ -56,7 +56,7 @@ pub type IndexMeta = SetMeta;
 
 /// CRC32C of a run of f32 values as little-endian bytes.
 pub fn vectors_crc(vectors: &[f32]) -> u32 {
-    crc32c::crc32c(bytemuck::cast_slice(vectors))
+    crate::checksum::crc32c(bytemuck::cast_slice(vectors))
 }
 
 /// The sidecar of index `name` in `dir`.
@@ -78,7 +78,7 @@ pub fn file_crc(path: &Path) -> Result<(u64, u32), IndexError> {
         if n == 0 {
             return Ok((len, crc));
         }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        crc = crate::checksum::crc32c_append(crc, &buf[..n]);
         len += n as u64;
     }
 }
@@ -115,7 +115,7 @@ pub fn save_set(
     let meta = SetMeta { format: SET_FORMAT, embedding, vectors_crc32c, params, partitions };
     let path = sidecar(dir, name);
     let mut body = serde_json::to_vec(&meta).map_err(|e| io(&path, e))?;
-    let crc = crc32c::crc32c(&body);
+    let crc = crate::checksum::crc32c(&body);
     body.extend_from_slice(format!("\ncrc32c {crc:08x}\n").as_bytes());
     crate::fsutil::write_atomic(&path, &body).map_err(|e| io(&path, e))?;
     Ok(meta)
@@ -133,7 +133,7 @@ pub fn read_set_meta(dir: &Path, name: &str) -> Result<SetMeta, IndexError> {
         .and_then(|l| l.strip_prefix("crc32c "))
         .and_then(|h| u32::from_str_radix(h.trim_end(), 16).ok().filter(|_| h.len() == 9 && h.ends_with('\n')))
         .ok_or_else(|| damaged("the checksum line is not 'crc32c XXXXXXXX' (an older format?)".into()))?;
-    let computed = crc32c::crc32c(body);
+    let computed = crate::checksum::crc32c(body);
     if stored != computed {
         return Err(damaged(format!("CRC32C mismatch (stored {stored:08x}, computed {computed:08x})")));
     }

@@ -62,7 +62,7 @@ fn err(path: &Path, e: impl std::fmt::Display) -> NotifyError {
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(8 + payload.len());
     f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    f.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    f.extend_from_slice(&crate::checksum::crc32c(payload).to_le_bytes());
     f.extend_from_slice(payload);
     f
 }
@@ -95,7 +95,7 @@ fn read_log(path: &Path) -> Result<(Vec<Rec>, Option<u64>), NotifyError> {
             return Ok((recs, Some(at as u64)));
         }
         let payload = &bytes[at + 8..end];
-        if crc32c::crc32c(payload) != crc {
+        if crate::checksum::crc32c(payload) != crc {
             if end == bytes.len() {
                 return Ok((recs, Some(at as u64)));
             }

@@ -79,7 +79,7 @@ impl Shard {
             if !positions.insert(g.position) || rows.len() != g.nodes || !ascending || !own {
                 // Name the finger positions when they are what changed.
                 let fr = self.range(SectionKind::FingerPosition);
-                if crc32c::crc32c(fingers) != self.section_crc(SectionKind::FingerPosition) {
+                if crate::checksum::crc32c(fingers) != self.section_crc(SectionKind::FingerPosition) {
                     return Err(self.corrupt(SectionKind::FingerPosition, fr.start, "CRC32C mismatch".into()));
                 }
                 return Err(self.corrupt(

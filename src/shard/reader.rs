@@ -145,7 +145,28 @@ impl Shard {
             Shard { path: path.to_path_buf(), map: Arc::new(map), header, sections, vectors, graphs: Vec::new() };
         shard.check_shapes()?;
         shard.graphs = shard.check_graphs()?;
+        shard.advise_access();
         Ok(shard)
+    }
+
+    /// Sections read one template at a time, anywhere in the file: the
+    /// cylinders re-scoring reads for each candidate and the minutiae.
+    const RANDOM_ACCESS: [SectionKind; 2] = [SectionKind::Prepared, SectionKind::Minutiae];
+
+    /// Tells the kernel how the sections are read: [`Self::RANDOM_ACCESS`]
+    /// without read-around (`MADV_RANDOM`), the rest as usual. On a
+    /// gallery larger than the page cache, the default read-around turned
+    /// each candidate's 12 KB of cylinders into over 100 KB of disk reads
+    /// and pushed the graphs and vectors every search walks out of the
+    /// cache (`benches/reports/index/README.md`, "Beyond the page cache").
+    /// A hint only: where it cannot be given, reads stay correct.
+    fn advise_access(&self) {
+        for k in Self::RANDOM_ACCESS {
+            let r = self.range(k);
+            if !r.is_empty() {
+                let _ = self.map.advise_range(memmap2::Advice::Random, r.start, r.len());
+            }
+        }
     }
 
     pub(super) fn corrupt(&self, kind: SectionKind, offset: usize, problem: String) -> ShardError {
@@ -238,8 +259,17 @@ impl Shard {
     /// Checks every section's CRC32C; the first mismatch is an error naming
     /// the section and its offset.
     pub fn verify(&self) -> Result<(), ShardError> {
+        // One pass front to back: read ahead, then back to the serving hints.
+        let _ = self.map.advise(memmap2::Advice::Sequential);
+        let r = self.verify_sections();
+        let _ = self.map.advise(memmap2::Advice::Normal);
+        self.advise_access();
+        r
+    }
+
+    fn verify_sections(&self) -> Result<(), ShardError> {
         for (kind, range, crc) in &self.sections {
-            let got = parallel_crc(&self.map[range.clone()]);
+            let got = crate::checksum::crc32c_parallel(&self.map[range.clone()]);
             if got != *crc {
                 return Err(self.corrupt(
                     *kind,
@@ -352,28 +382,5 @@ impl Shard {
     /// needed); `out` is left as it is when `t` is out of range.
     pub fn embedding_into(&self, t: usize, out: &mut [f32]) {
         self.vectors().row_into(t, out);
-    }
-}
-
-/// CRC32C of `bytes`, chunks computed on all cores and combined (the
-/// full check of a 1M-finger shard is 12 GB of CRC).
-fn parallel_crc(bytes: &[u8]) -> u32 {
-    use rayon::prelude::*;
-    const CHUNK: usize = 8 << 20;
-    if bytes.len() <= CHUNK {
-        return crc32c::crc32c(bytes);
-    }
-    let parts: Vec<(u32, usize)> = bytes.par_chunks(CHUNK).map(|c| (crc32c::crc32c(c), c.len())).collect();
-    parts.into_iter().fold(0, |crc, (c, len)| crc32c::crc32c_combine(crc, c, len))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn parallel_crc_is_the_crc() {
-        let bytes: Vec<u8> = (0..(20usize << 20) + 13).map(|i| (i * 31 % 251) as u8).collect();
-        for n in [0, 1, 8 << 20, (8 << 20) + 1, bytes.len()] {
-            assert_eq!(super::parallel_crc(&bytes[..n]), crc32c::crc32c(&bytes[..n]), "{n} bytes");
-        }
     }
 }

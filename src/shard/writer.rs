@@ -282,7 +282,7 @@ impl ShardWriter {
                             _ => &self.strings,
                         };
                         out.write_all(bytes)?;
-                        (bytes.len() as u64, crc32c::crc32c(bytes))
+                        (bytes.len() as u64, crate::checksum::crc32c(bytes))
                     }
                 };
                 sections.push((kind, pos, len, crc));
@@ -356,14 +356,14 @@ impl Drop for ShardWriter {
 
 /// CRC32C of the cylinder parameters (their JSON), stored in the header.
 pub fn mcc_params_crc(p: &MccParams) -> u32 {
-    crc32c::crc32c(&serde_json::to_vec(p).unwrap_or_default())
+    crate::checksum::crc32c(&serde_json::to_vec(p).unwrap_or_default())
 }
 
 /// CRC32C of the header (with `table_crc` zeroed) followed by the table.
 pub fn table_crc(header: &FileHeader, table: &[SectionEntry]) -> u32 {
     let mut h = *header;
     h.table_crc = 0;
-    crc32c::crc32c_append(crc32c::crc32c(bytemuck::bytes_of(&h)), bytemuck::cast_slice(table))
+    crate::checksum::crc32c_append(crate::checksum::crc32c(bytemuck::bytes_of(&h)), bytemuck::cast_slice(table))
 }
 
 /// Copies a spill file into `out`, returning its length and CRC32C.
@@ -376,7 +376,7 @@ fn copy_crc(from: &Path, out: &mut File) -> std::io::Result<(u64, u32)> {
         if n == 0 {
             return Ok((len, crc));
         }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        crc = crate::checksum::crc32c_append(crc, &buf[..n]);
         out.write_all(&buf[..n])?;
         len += n as u64;
     }

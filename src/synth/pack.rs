@@ -96,7 +96,7 @@ impl<W: Write> PackWriter<W> {
         let mut ids = [0u8; 12];
         ids[..8].copy_from_slice(&finger.to_le_bytes());
         ids[8..].copy_from_slice(&impression.to_le_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&ids), &payload);
+        let crc = crate::checksum::crc32c_append(crate::checksum::crc32c(&ids), &payload);
         self.out.write_all(&len.to_le_bytes())?;
         self.out.write_all(&ids)?;
         self.out.write_all(&crc.to_le_bytes())?;
@@ -175,7 +175,7 @@ impl<R: BufRead> PackReader<R> {
             return Err(PackError::Truncated { offset, need, have: (FRAME_HEAD + got) as u64 });
         }
         let stored = le32(16);
-        let computed = crc32c::crc32c_append(crc32c::crc32c(&head[4..16]), &payload);
+        let computed = crate::checksum::crc32c_append(crate::checksum::crc32c(&head[4..16]), &payload);
         if stored != computed {
             return Err(PackError::Checksum { offset, stored, computed });
         }

@@ -263,7 +263,7 @@ fn send_files(g: &crate::gallery::Gallery, tx: &mpsc::Sender<Result<pb::TailChun
             let want = ((*size - off) as usize).min(CHUNK);
             let data = &mut buf[..want];
             std::io::Read::read_exact(&mut f, data).map_err(|e| Status::internal(format!("{name}: {e}")))?;
-            crc = crc32c::crc32c_append(crc, data);
+            crc = crate::checksum::crc32c_append(crc, data);
             let last = off + want as u64 == *size;
             let chunk = pb::FileChunk {
                 name: name.clone(),
@@ -315,7 +315,7 @@ impl Incoming {
             return Err(local(format!("{name}: chunk at {} after {len} bytes", c.offset)));
         }
         f.write_all(&c.data).map_err(|e| local(format!("{name}: {e}")))?;
-        *crc = crc32c::crc32c_append(*crc, &c.data);
+        *crc = crate::checksum::crc32c_append(*crc, &c.data);
         *len += c.data.len() as u64;
         if c.last {
             if *len != c.size || *crc != c.crc32c {

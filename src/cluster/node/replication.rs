@@ -169,7 +169,7 @@ impl Node {
         let applied = blocking(move || -> Result<u64, Status> {
             let (last, _) = g.last_record().map_err(gallery_status)?;
             if seq <= last {
-                let same = g.record_crc(seq).map_err(gallery_status)? == Some(crc32c::crc32c(&record));
+                let same = g.record_crc(seq).map_err(gallery_status)? == Some(crate::checksum::crc32c(&record));
                 return if same {
                     Ok(last)
                 } else {
