@@ -158,8 +158,9 @@ impl Shard {
     /// gallery larger than the page cache, the default read-around turned
     /// each candidate's 12 KB of cylinders into over 100 KB of disk reads
     /// and pushed the graphs and vectors every search walks out of the
-    /// cache (`benches/reports/index/README.md`, "Beyond the page cache").
-    /// A hint only: where it cannot be given, reads stay correct.
+    /// cache (`benches/reports/index/README.md`, "2,000,000 fingers:
+    /// beyond the page cache"). A hint only: where it cannot be given,
+    /// reads stay correct.
     fn advise_access(&self) {
         for k in Self::RANDOM_ACCESS {
             let r = self.range(k);
