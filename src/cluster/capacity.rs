@@ -78,7 +78,9 @@ impl Profile {
         fit_log(&self.candidate_s, n)
     }
 
-    /// Mate recall at partition size `n` (same interpolation), if measured.
+    /// Mate recall at partition size `n`, if measured: interpolated
+    /// linearly in log n between measured sizes, extrapolated along the
+    /// last segment.
     pub fn recall_at(&self, n: f64) -> Option<f64> {
         (!self.recall.is_empty()).then(|| interp_log(&self.recall, n).clamp(0.0, 1.0))
     }
