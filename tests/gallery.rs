@@ -58,7 +58,8 @@ fn shards_round_trip() {
         let s = Shard::open(&path).unwrap();
         s.verify().unwrap();
         assert_eq!((s.len(), s.subjects(), s.vector_kind(), s.embedding()), (9, 5, kind, e.id()));
-        assert_eq!(s.header().version, 2);
+        assert_eq!(s.header().version, whorl::shard::format::VERSION);
+        assert!(s.has_template_checks());
         let mut v = vec![0f32; e.dim()];
         for (t, (subject, tpl)) in written.iter().enumerate() {
             assert_eq!(s.subject_id(s.subject_index(t)).unwrap(), subject);
@@ -109,9 +110,11 @@ fn gallery_positions(written: &[(String, Template)]) -> Vec<(u8, usize)> {
 fn golden_shards_open() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let e = Embedder::default();
-    for (version, kind) in [(1, VectorKind::F32), (2, VectorKind::I8)] {
+    for (version, kind) in [(1, VectorKind::F32), (2, VectorKind::I8), (3, VectorKind::I8)] {
         let s = Shard::open(&root.join(format!("shard-v{version}.whorl"))).expect("golden shard");
+        s.verify_open().unwrap();
         s.verify().unwrap();
+        assert_eq!(s.has_template_checks(), version >= 3);
         assert_eq!((s.header().version, s.len(), s.subjects(), s.vector_kind()), (version, 3, 2, kind));
         let want =
             whorl::template::parse(&std::fs::read(root.join(format!("shard-v{version}.json"))).unwrap()).unwrap();
@@ -121,7 +124,7 @@ fn golden_shards_open() {
         }
         assert_eq!(s.subject_id(0).unwrap(), "subject-000");
         assert_eq!(s.graphs().is_empty(), version == 1, "graphs are a format-2 section");
-        // Format 2's graphs find each template from its own embedding.
+        // Format 2's and 3's graphs find each template from its own embedding.
         for g in s.graphs() {
             let graph = whorl::index::MappedGraph::open(s.bytes(), g.clone(), s.bytes(), s.vectors_layout()).unwrap();
             for (i, &t) in graph.rows().iter().enumerate() {
@@ -235,20 +238,76 @@ fn a_damaged_shard_leaves_the_gallery_degraded_not_down() {
     build_gallery(&dir, 100, &Embedder::default());
     let m = Manifest::load(&dir).unwrap();
     assert_eq!(m.shards.len(), 3);
-    // Damage the prepared cylinders of shard 1, remove shard 2.
+    // Damage the embeddings of shard 1 (checked at open), remove shard 2.
     let s1 = Shard::open(&dir.join(&m.shards[1].file)).unwrap();
-    let (_, off, len, _) = s1.sections().into_iter().find(|s| s.0 == SectionKind::Prepared).unwrap();
+    let (_, off, len, _) = s1.sections().into_iter().find(|s| s.0 == SectionKind::Embeddings).unwrap();
     drop(s1);
     flip(&dir.join(&m.shards[1].file), off + len / 2);
     std::fs::remove_file(dir.join(&m.shards[2].file)).unwrap();
     let g = Gallery::open(&dir, Embedder::default(), Matcher::default(), opts()).unwrap();
     let problems = g.problems();
     assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(problems[0].error.contains("prepared cylinders") && problems[0].error.contains("offset"), "{problems:?}");
+    assert!(problems[0].error.contains("embeddings") && problems[0].error.contains("offset"), "{problems:?}");
     assert!(problems[1].error.contains(&m.shards[2].file), "{problems:?}");
     let snap = g.snapshot();
     assert_eq!(snap.shards.len(), 1);
     assert_eq!(snap.templates(), 40);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Format 3: opening for serving leaves the cylinders and minutiae to
+/// their first read, and that read refuses a damaged template, then the
+/// whole shard; the full pass (`verify`) refuses it at once. Every byte of
+/// a small shard's two per-template sections is flipped in turn.
+#[test]
+fn cylinders_and_minutiae_are_checked_when_first_read() {
+    let dir = tempdir("first-read");
+    let path = dir.join("s.whorl");
+    write_shard(&path, 6, VectorKind::I8, 31);
+    let clean = Shard::open(&path).unwrap();
+    let bounds = |k: SectionKind| {
+        let (_, off, len, _) = clean.sections().into_iter().find(|s| s.0 == k).unwrap();
+        (off, len)
+    };
+    let (mut flips, mut by_template) = (0, std::collections::BTreeSet::new());
+    for (kind, name) in [(SectionKind::Prepared, "prepared cylinders"), (SectionKind::Minutiae, "minutiae")] {
+        let (off, len) = bounds(kind);
+        assert!(len > 0);
+        let step = if kind == SectionKind::Prepared { 7 } else { 1 };
+        for at in (off..off + len).step_by(step).chain([off + len - 1]) {
+            flip(&path, at);
+            let s = Shard::open(&path).unwrap();
+            s.verify_open().expect("the serving check leaves this section to its first read");
+            assert!(s.damage().is_none());
+            // Read every template: exactly the damaged one is refused first.
+            let first_bad = (0..s.len()).find(|&t| s.prepared(t).is_err() || s.template(t).is_err());
+            let t = first_bad.unwrap_or_else(|| panic!("flip at {at} in {name} served"));
+            let e = s.damage().expect("damage recorded").to_string();
+            assert!(e.contains("s.whorl") && e.contains(name) && e.contains(&format!("template {t}")), "{e}");
+            by_template.insert((kind as u32, t));
+            // From then on, the shard is refused whatever is read.
+            for u in 0..s.len() {
+                assert!(s.prepared(u).is_err() && s.template(u).is_err(), "template {u} served after damage");
+            }
+            assert!(s.prepared_words().is_err());
+            assert!(Shard::open(&path).unwrap().verify().is_err(), "full pass accepted flip at {at}");
+            flip(&path, at);
+            flips += 1;
+        }
+    }
+    assert!(flips > 1000, "{flips} flips");
+    assert_eq!(by_template.len(), 12, "every template's cylinders and minutiae were damaged once: {by_template:?}");
+    // The stored checks themselves are checked at open.
+    let (off, len) = bounds(SectionKind::TemplateChecks);
+    assert_eq!(len, 6 * 8);
+    flip(&path, off + 5);
+    let e = Shard::open(&path).unwrap().verify_open().unwrap_err().to_string();
+    assert!(e.contains("template checks"), "{e}");
+    flip(&path, off + 5);
+    // Undamaged: every read passes, and the full pass leaves nothing to check later.
+    let s = Shard::open(&path).unwrap();
+    s.verify().unwrap();
+    assert!((0..s.len()).all(|t| s.prepared(t).is_ok() && s.template(t).is_ok()) && s.damage().is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -294,7 +353,8 @@ fn files_of(dir: &Path) -> Vec<PathBuf> {
 /// partition well (recall against brute force over its own vectors) and
 /// gives the same answers on every open; every file it serves from is
 /// checksummed: a flipped byte anywhere in any file is refused by opening
-/// (the shard left out, or the gallery refused) and by `verify`.
+/// or by the first read of the damaged template (the shard left out or
+/// listed among the problems, or the gallery refused) and by `verify`.
 fn suite_gallery_files(kind: IndexKind, vectors: VectorKind) {
     let dir = tempdir(&format!("files-{kind}-{vectors}"));
     build_gallery_with(&dir, 120, &Embedder::default(), kind, vectors);
@@ -348,9 +408,19 @@ fn suite_gallery_files(kind: IndexKind, vectors: VectorKind) {
         let step = (len / 12).max(1);
         for at in (0..len).step_by(step as usize).chain([len - 1]) {
             flip(f, at);
+            // Served means: opened without problems, and every template's
+            // cylinders and minutiae read (format 3 checks those two
+            // sections at the first read, not at open).
             let refused = match open() {
                 Err(_) => true,
-                Ok(g) => !g.problems().is_empty(),
+                Ok(g) => {
+                    for s in &g.snapshot().shards {
+                        for t in 0..s.shard.len() {
+                            let _ = (s.shard.prepared(t), s.shard.template(t));
+                        }
+                    }
+                    !g.problems().is_empty()
+                }
             };
             let flagged = gallery::verify(&dir).map_or(true, |c| c.iter().any(|c| c.problem.is_some()));
             flip(f, at);
@@ -377,7 +447,7 @@ fn hnsw_rs_gallery_files_are_persistent_and_checksummed() {
 }
 
 /// A format-1 gallery (hnsw_rs era, no graphs in the shard) still opens
-/// and searches; `migrate` rewrites it into format 2 with its graphs.
+/// and searches; `migrate` rewrites it into the current format with its graphs.
 #[test]
 #[ignore = "the golden format-1 shard was written with the v1 embedding and the matcher before rho_stretch; \
             this session's refitted models make it unopenable (cylinder-parameter check) until migrate can \

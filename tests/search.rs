@@ -224,6 +224,56 @@ fn bad_requests_are_refused_with_the_reason() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A shard whose cylinders were damaged after they were written (format 3
+/// checks them template by template, at the first read, not at open): the
+/// search that reads the damaged template is refused with the file, the
+/// section and the template named, the shard is listed among the
+/// gallery's problems, and no later search reads it.
+#[test]
+fn a_search_never_scores_damaged_cylinders() {
+    let (dir, g) = gallery("damaged");
+    let (file, offset, t) = {
+        let snap = g.snapshot();
+        let ls = &snap.shards[0];
+        let t = ls.by_subject[&Subjects::id(2)][0] as usize;
+        let p = ls.shard.prepared(t).unwrap().words().len();
+        let (_, off, _, _) =
+            ls.shard.sections().into_iter().find(|x| x.0 == whorl::shard::SectionKind::Prepared).unwrap();
+        // Word offset of template t: the cylinders before it, read back through the public API.
+        let before: usize = (0..t).map(|u| ls.shard.prepared(u).unwrap().words().len()).sum();
+        (dir.join(&ls.entry.file), off as usize + 8 * (before + p / 2), t)
+    };
+    drop(g);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[offset] ^= 0x10;
+    std::fs::write(&file, &bytes).unwrap();
+    let gopts = GalleryOptions {
+        index: IndexParams { max_connections: 16, ef_construction: 100 },
+        ..GalleryOptions::default()
+    };
+    let g = Arc::new(Gallery::open(&dir, Embedder::default(), Matcher::default(), gopts).unwrap());
+    assert!(g.problems().is_empty(), "the serving check leaves cylinders to their first read: {:?}", g.problems());
+    let s = searcher(&g, SearchConfig::default());
+    let probe = population().templates(2, 1);
+    match s.identify(&query(probe.clone())) {
+        Err(SearchError::Internal(m)) => {
+            assert!(
+                m.contains("prepared cylinders") && m.contains(&format!("template {t}:")) && m.contains("CRC32C"),
+                "{m}"
+            )
+        }
+        other => panic!("a search read damaged cylinders: {other:?}"),
+    }
+    let problems = g.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].error.contains("refused"), "{problems:?}");
+    // Every later search that reaches the shard is refused too.
+    for subject in [3, 4, 5] {
+        assert!(s.identify(&query(population().templates(subject, 1))).is_err(), "subject {subject} served");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The GPU backend through the whole pipeline (1 MiB bindings, 64 items per
 /// dispatch, so candidates stream in several groups and batches): every
 /// reply equals the CPU's, candidate for candidate and score for score.

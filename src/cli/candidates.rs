@@ -215,9 +215,9 @@ pub fn run(a: CandidatesArgs) -> Result<()> {
             &series,
         )?;
         let cmd: Vec<String> = std::env::args().collect();
-        std::fs::write(
-            out.join("report.md"),
-            format!(
+        whorl::eval::report::write_keeping_notes(
+            &out.join("report.md"),
+            &format!(
                 "# Candidate stage: hit rate against penetration\n\nCommand: `{}`  \nMachine: {}  \nDate: {}\n\nEmbedding: {}\n\n## What the models saw\n\n{}\n## Exact search: hit rate against penetration\n\nThe share of probes whose mate is among the nearest X% of the gallery by embedding (exact search; the list length in brackets). Real: the probes (impressions 2-8) of one part of FVC2002 with impression 1 of its 20 fingers hidden among {} synthetic distractors. Synthetic: impression 1 against impression 0 of every gallery finger.\n\n{table}\n{}\n![hit rate](hit_rate.png)\n\n{}",
                 cmd.join(" "),
                 super::machine(),

@@ -10,6 +10,30 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
+/// The line under which a generated report's hand-written reading starts:
+/// regenerating the report ([`write_keeping_notes`]) keeps everything from
+/// this line on.
+pub const KEPT_BELOW: &str =
+    "<!-- Written by hand from here on: kept when the command above regenerates this report. -->";
+
+/// Writes `generated` to `path`, keeping the part of the file it replaces
+/// that starts at [`KEPT_BELOW`] (a reading of the figures written by
+/// hand), so a re-run updates the tables without losing it.
+pub fn write_keeping_notes(path: &Path, generated: &str) -> std::io::Result<()> {
+    let kept = match std::fs::read_to_string(path) {
+        Ok(old) => old.find(KEPT_BELOW).map(|i| old[i..].to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let mut out = generated.trim_end().to_string();
+    out.push_str("\n\n");
+    out.push_str(kept.as_deref().unwrap_or(KEPT_BELOW));
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    std::fs::write(path, out)
+}
+
 /// A peer's published figures on FVC2002 DB1_B-DB4_B (the FVC protocol,
 /// the same 320 template files as whorl's shared data).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -170,4 +194,26 @@ pub fn write_det(path: &Path, all: &[DbScores]) -> Result<(), plot::PlotError> {
         ("FNMR (false non-match rate)", Scale::Log(floor, 1.0)),
         &series,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regenerating_a_report_keeps_the_reading_written_by_hand() {
+        let dir = std::env::temp_dir().join(format!("whorl-report-notes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("report.md");
+        write_keeping_notes(&path, "# Figures\n\n| a | 1 |\n").unwrap();
+        let first = std::fs::read_to_string(&path).unwrap();
+        assert!(first.starts_with("# Figures") && first.contains(KEPT_BELOW), "{first}");
+        std::fs::write(&path, format!("{first}\n## Reading\n\nThe figure 1 means ...\n")).unwrap();
+        write_keeping_notes(&path, "# Figures\n\n| a | 2 |\n").unwrap();
+        let second = std::fs::read_to_string(&path).unwrap();
+        assert!(second.contains("| a | 2 |") && !second.contains("| a | 1 |"), "{second}");
+        assert!(second.ends_with("## Reading\n\nThe figure 1 means ...\n"), "{second}");
+        assert_eq!(second.matches(KEPT_BELOW).count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

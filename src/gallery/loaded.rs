@@ -230,7 +230,7 @@ pub fn load(
     }
     check(&shard, embedding, mcc)?;
     if opts.verify_on_open {
-        shard.verify()?;
+        shard.verify_open()?;
     }
     let partitions = index(dir, entry, &shard, opts)?;
     let mut by_subject: HashMap<String, Vec<u32>> = HashMap::with_capacity(shard.subjects());

@@ -59,7 +59,10 @@ use std::sync::{Arc, Mutex, RwLock};
 /// How a gallery is opened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GalleryOptions {
-    /// Check every section's CRC32C before serving a shard.
+    /// Check every section's CRC32C before serving a shard; in format 3
+    /// the cylinders and minutiae are checked template by template when
+    /// first read instead ([`crate::shard::Shard::verify_open`]). Those
+    /// per-template checks run whatever this says.
     pub verify_on_open: bool,
     /// Build indexes that are missing or stale (hnsw_rs files: saved; whorl
     /// graphs of a shard that has none: in memory).
@@ -289,10 +292,18 @@ impl Gallery {
         self.state.read().map(|s| Arc::clone(&s)).unwrap_or_else(|p| Arc::clone(&p.into_inner()))
     }
 
-    /// Shards left out (damaged, missing, mismatched): the gallery is
-    /// degraded while this is not empty.
+    /// Shards left out (damaged, missing, mismatched) and served shards in
+    /// which a per-template check has since found damage (every search
+    /// that reads them is refused): the gallery is degraded while this is
+    /// not empty.
     pub fn problems(&self) -> Vec<ShardProblem> {
-        self.problems.read().map(|p| p.clone()).unwrap_or_default()
+        let mut p = self.problems.read().map(|p| p.clone()).unwrap_or_default();
+        for s in &self.snapshot().shards {
+            if let Some(e) = s.shard.damage() {
+                p.push(ShardProblem { name: s.entry.name.clone(), error: e.to_string() });
+            }
+        }
+        p
     }
 
     /// The folder.

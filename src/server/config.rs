@@ -28,7 +28,8 @@
 //!
 //! [gallery]
 //! path = "/srv/whorl/gallery"
-//! verify_on_open = true                 # CRC every section before serving a shard
+//! verify_on_open = true                 # CRC every section before serving a shard (format 3:
+//!                                       # cylinders and minutiae per template, when first read)
 //! sync = "per-record"                   # or "group": enrolment durability
 //! compact_log_bytes = 16777216          # compact when the write-ahead log passes this (0: never)
 //! compact_log_records = 100000          # ... or holds this many records (0: never)
@@ -159,7 +160,8 @@ pub struct GallerySection {
     pub root: Option<PathBuf>,
     /// Hits in it raise notifications.
     pub notify: bool,
-    /// CRC every section of every shard before serving it.
+    /// CRC every section of every shard before serving it (format 3: the
+    /// cylinders and minutiae template by template, when first read).
     pub verify_on_open: bool,
     /// Enrolment durability.
     pub sync: SyncChoice,

@@ -144,7 +144,13 @@ impl State {
             gpu.evict(*k);
         }
         for ls in shards.into_iter().filter(|x| !have.contains(&x.key)) {
-            let (words, offsets) = ls.shard.prepared_words();
+            let (words, offsets) = match ls.shard.prepared_words() {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!("{}: not uploaded to the GPU: {e}", ls.entry.name);
+                    continue;
+                }
+            };
             match gpu.make_resident(ls.key, words, offsets) {
                 Ok(true) => tracing::info!("{}: cylinders resident on the GPU", ls.entry.name),
                 Ok(false) => {

@@ -5,10 +5,11 @@ use bytemuck::{Pod, Zeroable};
 
 /// Magic bytes at offset 0.
 pub const MAGIC: [u8; 8] = *b"WHORLSHD";
-/// Current format version (2: embedding scales and HNSW graph sections).
-pub const VERSION: u32 = 2;
+/// Current format version (2: embedding scales and HNSW graph sections;
+/// 3: a CRC32C per template of its cylinders and minutiae).
+pub const VERSION: u32 = 3;
 /// Versions this build reads.
-pub const VERSIONS_READ: [u32; 2] = [1, 2];
+pub const VERSIONS_READ: [u32; 3] = [1, 2, 3];
 /// Sections start at multiples of this.
 pub const ALIGN: u64 = 64;
 /// Header flags, bits 0-1: how embeddings are stored (0 f32, 1 f16, 2 int8).
@@ -178,11 +179,15 @@ pub enum SectionKind {
     EmbeddingScales = 11,
     /// The HNSW graph of every finger position ([`crate::index::layout`]), or empty (version 2).
     Graphs = 12,
+    /// Two u32 per template: the CRC32C of its [`Self::Prepared`] words and
+    /// of its [`Self::Minutiae`] record, checked when a template is first
+    /// read (version 3).
+    TemplateChecks = 13,
 }
 
 impl SectionKind {
     /// Every section of the current version, in file order.
-    pub const ALL: [SectionKind; 12] = [
+    pub const ALL: [SectionKind; 13] = [
         SectionKind::TemplateSubject,
         SectionKind::FingerPosition,
         SectionKind::PreparedOffsets,
@@ -195,11 +200,16 @@ impl SectionKind {
         SectionKind::Strings,
         SectionKind::EmbeddingScales,
         SectionKind::Graphs,
+        SectionKind::TemplateChecks,
     ];
 
     /// The sections of format `version`, in file order.
     pub fn of_version(version: u32) -> &'static [SectionKind] {
-        if version == 1 { &SectionKind::ALL[..10] } else { &SectionKind::ALL }
+        match version {
+            1 => &SectionKind::ALL[..10],
+            2 => &SectionKind::ALL[..12],
+            _ => &SectionKind::ALL,
+        }
     }
 
     /// From the on-disk code.
@@ -222,6 +232,7 @@ impl SectionKind {
             SectionKind::Strings => "strings",
             SectionKind::EmbeddingScales => "embedding scales",
             SectionKind::Graphs => "graphs",
+            SectionKind::TemplateChecks => "template checks",
         }
     }
 }

@@ -1,12 +1,12 @@
 //! Gallery shards: versioned, self-describing, checksummed files that the
 //! server memory-maps and reads in place.
 //!
-//! # Byte layout (little-endian), format 2
+//! # Byte layout (little-endian), format 3
 //!
 //! | offset | bytes | field |
 //! |-------:|------:|-------|
 //! | 0 | 8 | magic `WHORLSHD` |
-//! | 8 | 4 | format version (2; 1 is still read) |
+//! | 8 | 4 | format version (3; 1 and 2 are still read) |
 //! | 12 | 4 | flags, bits 0-1: embeddings stored as 0 f32, 1 f16, 2 int8 |
 //! | 16 | 8 | template count T |
 //! | 24 | 8 | subject count S |
@@ -17,11 +17,11 @@
 //! | 52 | 4 | CRC32C of the cylinder parameters (JSON of `MccParams`) |
 //! | 56 | 24 | R, σ_S, σ_D, μ_Ψ, Ω, min_VC (f32 each) |
 //! | 80 | 4 | min_M |
-//! | 84 | 4 | section count (12; 10 in format 1) |
+//! | 84 | 4 | section count (13; 12 in format 2, 10 in format 1) |
 //! | 88 | 4 | CRC32C of the header (this field as 0) and the section table |
 //! | 92 | 36 | reserved, 0 |
-//! | 128 | 32 × 12 | section table: kind u32, flags u32, offset u64, length u64, CRC32C u32, reserved u32 |
-//! | 512 | … | sections, each at a multiple of 64 bytes, in this order: |
+//! | 128 | 32 × 13 | section table: kind u32, flags u32, offset u64, length u64, CRC32C u32, reserved u32 |
+//! | 544 | … | sections, each at a multiple of 64 bytes (the first at 576), in this order: |
 //!
 //! | kind | section | content |
 //! |---:|---|---|
@@ -37,15 +37,23 @@
 //! | 10 | strings | UTF-8 heap of subject ids and labels |
 //! | 11 | embedding scales | f32 per template with int8 embeddings (row `t` is `scale[t] · values`), else empty |
 //! | 12 | graphs | the HNSW graph of every finger position, searched in place over section 4 ([`crate::index::layout`] draws it), or empty |
+//! | 13 | template checks | two u32 per template: CRC32C of its prepared cylinders and of its minutiae record |
 //!
-//! Format 1 is the first ten sections (embeddings f32 or f16, no graphs);
-//! it opens as it is, and `whorl migrate` rewrites it into format 2. The
-//! golden files in `tests/golden/` hold one shard of each format.
+//! Format 1 is the first ten sections (embeddings f32 or f16, no graphs),
+//! format 2 the first twelve; both open as they are (every section's CRC
+//! checked at open), and `whorl migrate` rewrites them into format 3. In
+//! format 3, opening for serving ([`Shard::verify_open`]) checks every
+//! section except the cylinders and minutiae, whose templates are checked
+//! one by one when first read (`checks.rs`): the open reads the ~5% of
+//! the file that searches walk in bulk, not the 94% they read a template
+//! at a time. The golden files in `tests/golden/` hold one shard of each
+//! format.
 //!
 //! [`ShardWriter`] streams with bounded memory and publishes atomically;
 //! [`Shard`] maps and checks before handing out typed slices. This module
 //! holds the crate's memory-mapping `unsafe` (in `reader.rs`).
 
+mod checks;
 pub mod format;
 mod graphs;
 mod reader;

@@ -11,7 +11,9 @@
 //! array inside it, and each partition's rows (ascending, in range, of
 //! its finger position, every template in exactly one partition) — a few
 //! milliseconds per million templates, never a parse of the graph.
-//! [`Shard::verify`] checks every section's CRC32C.
+//! [`Shard::verify`] checks every section's CRC32C (and, in format 3,
+//! every template's); [`Shard::verify_open`], what a server runs, leaves
+//! format 3's cylinders and minutiae to their first read (`checks.rs`).
 //!
 //! The map is shared (`Arc`): whorl's HNSW graphs keep it to search the
 //! graph and embedding sections in place.
@@ -19,6 +21,7 @@
 #![allow(unsafe_code)]
 
 use super::ShardError;
+use super::checks::TemplateChecks;
 use super::format::*;
 use crate::embed::EmbeddingId;
 use crate::index::layout::{self, GraphLayout};
@@ -38,6 +41,7 @@ pub struct Shard {
     sections: Vec<(SectionKind, Range<usize>, u32)>,
     vectors: VectorKind,
     graphs: Vec<GraphLayout>,
+    pub(super) checks: Option<TemplateChecks>,
 }
 
 impl Shard {
@@ -141,8 +145,16 @@ impl Shard {
             FLAG_I8 if header.version >= 2 => VectorKind::I8,
             f => return Err(corrupt("header", 12, format!("unknown flags {f:#x}"))),
         };
-        let mut shard =
-            Shard { path: path.to_path_buf(), map: Arc::new(map), header, sections, vectors, graphs: Vec::new() };
+        let checks = (header.version >= 3).then(|| TemplateChecks::new(header.templates as usize));
+        let mut shard = Shard {
+            path: path.to_path_buf(),
+            map: Arc::new(map),
+            header,
+            sections,
+            vectors,
+            graphs: Vec::new(),
+            checks,
+        };
         shard.check_shapes()?;
         shard.graphs = shard.check_graphs()?;
         shard.advise_access();
@@ -150,8 +162,9 @@ impl Shard {
     }
 
     /// Sections read one template at a time, anywhere in the file: the
-    /// cylinders re-scoring reads for each candidate and the minutiae.
-    const RANDOM_ACCESS: [SectionKind; 2] = [SectionKind::Prepared, SectionKind::Minutiae];
+    /// cylinders re-scoring reads for each candidate and the minutiae
+    /// (format 3 checks these per template).
+    pub(super) const RANDOM_ACCESS: [SectionKind; 2] = [SectionKind::Prepared, SectionKind::Minutiae];
 
     /// Tells the kernel how the sections are read: [`Self::RANDOM_ACCESS`]
     /// without read-around (`MADV_RANDOM`), the rest as usual. On a
@@ -186,7 +199,9 @@ impl Shard {
         let dim = self.header.embedding_dim as usize;
         let ew = self.vectors.value_bytes();
         let scales = if self.header.version >= 2 { t.checked_mul(self.vectors.scale_bytes()) } else { Some(0) };
+        let checks = if self.header.version >= 3 { t.checked_mul(8) } else { Some(0) };
         let want = [
+            (SectionKind::TemplateChecks, checks),
             (SectionKind::EmbeddingScales, scales),
             (SectionKind::TemplateSubject, t.checked_mul(4)),
             (SectionKind::FingerPosition, Some(t)),
@@ -258,18 +273,25 @@ impl Shard {
     }
 
     /// Checks every section's CRC32C; the first mismatch is an error naming
-    /// the section and its offset.
+    /// the section and its offset. In format 3 the bytes are then exactly
+    /// as written, so every template counts as checked (its own CRC32C was
+    /// computed from those bytes) and later reads skip the check. Opening
+    /// a gallery for serving runs [`Self::verify_open`] instead.
     pub fn verify(&self) -> Result<(), ShardError> {
         // One pass front to back: read ahead, then back to the serving hints.
         let _ = self.map.advise(memmap2::Advice::Sequential);
-        let r = self.verify_sections();
+        let r = self.verify_sections(|_| true);
+        if let (Ok(()), Some(c)) = (&r, &self.checks) {
+            c.mark_all();
+        }
         let _ = self.map.advise(memmap2::Advice::Normal);
         self.advise_access();
         r
     }
 
-    fn verify_sections(&self) -> Result<(), ShardError> {
-        for (kind, range, crc) in &self.sections {
+    /// Checks the CRC32C of every section `which` selects.
+    pub(super) fn verify_sections(&self, which: impl Fn(SectionKind) -> bool) -> Result<(), ShardError> {
+        for (kind, range, crc) in self.sections.iter().filter(|s| which(s.0)) {
             let got = crate::checksum::crc32c_parallel(&self.map[range.clone()]);
             if got != *crc {
                 return Err(self.corrupt(

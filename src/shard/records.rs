@@ -1,9 +1,11 @@
 //! Typed reads of one template's or subject's records in an open shard:
 //! prepared cylinders, finger position, subject id and labels, minutiae.
-//! Every read is bounds-checked; damage is an error naming the section
-//! and offset.
+//! Every read is bounds-checked, and in format 3 a template's cylinders
+//! and minutiae are checked against their CRC32C when first read
+//! (`checks.rs`); damage is an error naming the section and offset.
 
 use super::ShardError;
+use super::checks::Part;
 use super::format::*;
 use super::reader::Shard;
 use crate::mcc::PreparedRef;
@@ -15,6 +17,7 @@ impl Shard {
         let o = self.u64s(SectionKind::PreparedOffsets);
         let words: &[u64] = bytemuck::try_cast_slice(self.section(SectionKind::Prepared)).unwrap_or(&[]);
         let (a, b) = (o[t] as usize, o[t + 1] as usize);
+        self.check_template(Part::Prepared, t, bytemuck::cast_slice(&words[a..b]), 8 * a)?;
         PreparedRef::new(&words[a..b]).map_err(|e| {
             self.corrupt(
                 SectionKind::Prepared,
@@ -22,13 +25,6 @@ impl Shard {
                 format!("template {t}: {e}"),
             )
         })
-    }
-
-    /// All prepared words (the GPU uploads them as they are) and the
-    /// per-template word offsets.
-    pub fn prepared_words(&self) -> (&[u64], &[u64]) {
-        let words: &[u64] = bytemuck::try_cast_slice(self.section(SectionKind::Prepared)).unwrap_or(&[]);
-        (words, self.u64s(SectionKind::PreparedOffsets))
     }
 
     /// Finger position of template `t`.
@@ -92,6 +88,7 @@ impl Shard {
         let start = self.range(SectionKind::Minutiae).start;
         let (a, b) = (o[t] as usize, o[t + 1] as usize);
         let rec = &data[a..b];
+        self.check_template(Part::Minutiae, t, rec, a)?;
         let bad = |p: String| self.corrupt(SectionKind::Minutiae, start + a, format!("template {t}: {p}"));
         if rec.len() < 16 {
             return Err(bad("record shorter than its header".into()));

@@ -76,7 +76,7 @@ pub struct ShardSummary {
 }
 
 /// The per-template sections that stream through spill files.
-const SPILLED: [SectionKind; 8] = [
+const SPILLED: [SectionKind; 9] = [
     SectionKind::TemplateSubject,
     SectionKind::FingerPosition,
     SectionKind::PreparedOffsets,
@@ -85,6 +85,7 @@ const SPILLED: [SectionKind; 8] = [
     SectionKind::MinutiaeOffsets,
     SectionKind::Minutiae,
     SectionKind::EmbeddingScales,
+    SectionKind::TemplateChecks,
 ];
 /// Spill of the finger positions.
 const SPILL_FINGERS: usize = 1;
@@ -92,6 +93,8 @@ const SPILL_FINGERS: usize = 1;
 const SPILL_EMBEDDINGS: usize = 3;
 /// Spill of the embedding scales.
 const SPILL_SCALES: usize = 7;
+/// Spill of the per-template checks.
+const SPILL_CHECKS: usize = 8;
 
 /// Writes one shard.
 pub struct ShardWriter {
@@ -196,7 +199,9 @@ impl ShardWriter {
         if self.spec.vectors == VectorKind::I8 {
             self.spill(SPILL_SCALES, &scale.to_le_bytes())?;
         }
-        self.spill(4, bytemuck::cast_slice(e.prepared.words()))?;
+        let words: &[u8] = bytemuck::cast_slice(e.prepared.words());
+        self.spill(4, words)?;
+        let words_crc = crate::checksum::crc32c(words);
         self.prepared_words += e.prepared.words().len() as u64;
         self.spill(5, &self.minutiae_bytes.to_le_bytes())?;
         let t = e.template;
@@ -218,6 +223,9 @@ impl ShardWriter {
             rec.extend_from_slice(bytemuck::bytes_of(&p));
         }
         self.spill(6, &rec)?;
+        let mut checks = words_crc.to_le_bytes().to_vec();
+        checks.extend_from_slice(&crate::checksum::crc32c(&rec).to_le_bytes());
+        self.spill(SPILL_CHECKS, &checks)?;
         self.minutiae_bytes += rec.len() as u64;
         self.templates += 1;
         Ok(self.templates - 1)
