@@ -446,6 +446,65 @@ fn hnsw_rs_gallery_files_are_persistent_and_checksummed() {
     suite_gallery_files(IndexKind::HnswRs, VectorKind::F32);
 }
 
+/// Rewrites a format-3 shard as format 2: its template-checks section (the
+/// last) dropped, its table entry zeroed, version, count and table CRC
+/// rewritten.
+fn downgrade_to_format_2(path: &Path) {
+    let mut b = std::fs::read(path).unwrap();
+    let entry = |i: usize| 128 + 32 * i;
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let graphs_end = u64_at(&b, entry(11) + 8) + u64_at(&b, entry(11) + 16);
+    b.truncate(graphs_end as usize);
+    b[entry(12)..entry(13)].fill(0);
+    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    b[84..88].copy_from_slice(&12u32.to_le_bytes());
+    b[88..92].fill(0);
+    let crc = whorl::checksum::crc32c_append(whorl::checksum::crc32c(&b[..128]), &b[128..entry(12)]);
+    b[88..92].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(path, b).unwrap();
+    let s = Shard::open(path).unwrap();
+    s.verify().unwrap();
+    assert_eq!((s.header().version, s.has_template_checks()), (2, false));
+}
+
+/// A format-2 shard (no per-template checks) opens and serves as it is,
+/// every section checked at open; `migrate` rewrites it into format 3 with
+/// the same templates, and its graphs still find each of them.
+#[test]
+fn format_2_shards_serve_and_migrate() {
+    let dir = tempdir("migrate-v2");
+    // The golden format-2 shard holds vectors of an older embedding, so a
+    // format-2 shard of today's models is made from a format-3 one: the
+    // last section dropped, the header and table rewritten.
+    let written = write_shard(&dir.join("old.whorl"), 6, VectorKind::I8, 41);
+    downgrade_to_format_2(&dir.join("old.whorl"));
+    let (e, m) = (Embedder::default(), Matcher::default());
+    Gallery::create(&dir, &e, &m).unwrap();
+    let g = Gallery::open(&dir, e.clone(), m.clone(), opts()).unwrap();
+    g.attach_shard("old.whorl").unwrap();
+    drop(g);
+    let want: Vec<Template> = written.into_iter().map(|(_, t)| t).collect();
+    let check = |g: &Gallery, version: u32| {
+        assert!(g.problems().is_empty(), "{:?}", g.problems());
+        let snap = g.snapshot();
+        let s = &snap.shards[0];
+        assert_eq!((s.shard.header().version, s.shard.has_template_checks()), (version, version >= 3));
+        for (t, tpl) in want.iter().enumerate() {
+            assert_eq!(&s.shard.template(t).unwrap(), tpl);
+            assert_eq!(s.shard.prepared(t).unwrap().words(), m.prepare(tpl).words());
+            let part = s.partitions.iter().find(|p| p.ids.contains(&(t as u32))).unwrap();
+            assert_eq!(part.ids[part.graph.search(&e.embed(tpl), 1, 10).unwrap()[0].id as usize], t as u32);
+        }
+    };
+    check(&Gallery::open(&dir, e.clone(), m.clone(), opts()).unwrap(), 2);
+    let r = gallery::migrate(&dir, &small_index()).unwrap();
+    assert_eq!((r.rewritten.len(), r.current), (1, 0));
+    assert!(!dir.join("old.whorl").exists());
+    check(&Gallery::open(&dir, e.clone(), m.clone(), opts()).unwrap(), whorl::shard::format::VERSION);
+    assert_eq!(gallery::migrate(&dir, &small_index()).unwrap().current, 1, "a second migrate has nothing to do");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A format-1 gallery (hnsw_rs era, no graphs in the shard) still opens
 /// and searches; `migrate` rewrites it into the current format with its graphs.
 #[test]
