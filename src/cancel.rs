@@ -49,16 +49,19 @@ impl Cancel {
         self.flag.store(true, Ordering::Relaxed);
     }
 
-    /// `Err` once the work should stop.
+    /// `Err` once the work should stop. A passed deadline wins over the
+    /// flag: when the server answers DEADLINE_EXCEEDED it drops the
+    /// request, which sets the flag, and the work (on another thread) may
+    /// look only afterwards; its cause is still the deadline.
     #[inline]
     pub fn check(&self) -> Result<(), Stop> {
+        if matches!(self.deadline, Some(d) if Instant::now() >= d) {
+            return Err(Stop::Deadline);
+        }
         if self.flag.load(Ordering::Relaxed) {
             return Err(Stop::Cancelled);
         }
-        match self.deadline {
-            Some(d) if Instant::now() >= d => Err(Stop::Deadline),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// Whether the work should stop.
@@ -111,5 +114,9 @@ mod tests {
         let d = Cancel::default();
         d.on_drop().disarm();
         assert!(!d.is_stopped());
+        // Both: the deadline passed and the request was dropped for it.
+        let both = Cancel::until(Some(Instant::now() - Duration::from_millis(1)));
+        both.cancel();
+        assert_eq!(both.check(), Err(Stop::Deadline));
     }
 }

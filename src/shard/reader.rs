@@ -11,9 +11,10 @@
 //! array inside it, and each partition's rows (ascending, in range, of
 //! its finger position, every template in exactly one partition) — a few
 //! milliseconds per million templates, never a parse of the graph.
-//! [`Shard::verify`] checks every section's CRC32C (and, in format 3,
-//! every template's); [`Shard::verify_open`], what a server runs, leaves
-//! format 3's cylinders and minutiae to their first read (`checks.rs`).
+//! [`Shard::verify`] checks every section's CRC32C (in format 3 it then
+//! counts every template as checked); [`Shard::verify_open`], what a
+//! server runs, leaves format 3's cylinders and minutiae to their first
+//! read (`checks.rs`).
 //!
 //! The map is shared (`Arc`): whorl's HNSW graphs keep it to search the
 //! graph and embedding sections in place.
