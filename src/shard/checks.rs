@@ -120,35 +120,18 @@ impl Shard {
         Ok(())
     }
 
-    /// Byte range of template `t`'s `part` in its section.
-    fn template_bytes(&self, part: Part, t: usize) -> (usize, usize) {
-        match part {
-            Part::Prepared => {
-                let o = self.u64s(SectionKind::PreparedOffsets);
-                (8 * o[t] as usize, 8 * o[t + 1] as usize)
-            }
-            Part::Minutiae => {
-                let o = self.u64s(SectionKind::MinutiaeOffsets);
-                (o[t] as usize, o[t + 1] as usize)
-            }
-        }
-    }
-
-    /// Checks every template's `parts` not checked yet, on all cores (the
-    /// GPU's upload of every cylinder).
-    pub(super) fn check_all_templates(&self, parts: &[Part]) -> Result<(), ShardError> {
+    /// Checks every template's cylinders not checked yet, on all cores
+    /// (the GPU uploads them all as they are).
+    fn check_all_prepared(&self) -> Result<(), ShardError> {
         use rayon::prelude::*;
         if self.checks.is_none() {
             return Ok(());
         }
-        for &part in parts {
-            let data = self.section(part.section());
-            (0..self.len()).into_par_iter().with_min_len(256).try_for_each(|t| {
-                let (a, b) = self.template_bytes(part, t);
-                self.check_template(part, t, &data[a..b], a)
-            })?;
-        }
-        Ok(())
+        let (data, o) = (self.section(SectionKind::Prepared), self.u64s(SectionKind::PreparedOffsets));
+        (0..self.len()).into_par_iter().with_min_len(256).try_for_each(|t| {
+            let (a, b) = (8 * o[t] as usize, 8 * o[t + 1] as usize);
+            self.check_template(Part::Prepared, t, &data[a..b], a)
+        })
     }
 
     /// Checks what opening a shard for serving must: for format 3, every
@@ -165,7 +148,7 @@ impl Shard {
     /// All prepared words and the per-template word offsets, every
     /// template's cylinders checked first (the GPU uploads them as they are).
     pub fn prepared_words(&self) -> Result<(&[u64], &[u64]), ShardError> {
-        self.check_all_templates(&[Part::Prepared])?;
+        self.check_all_prepared()?;
         let words: &[u64] = bytemuck::try_cast_slice(self.section(SectionKind::Prepared)).unwrap_or(&[]);
         Ok((words, self.u64s(SectionKind::PreparedOffsets)))
     }
