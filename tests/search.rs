@@ -300,3 +300,47 @@ fn the_gpu_backend_gives_the_cpus_replies() {
     assert!(compared > 500, "{compared} comparisons");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn ef_grows_with_the_partition_size() {
+    let c = SearchConfig::default();
+    assert_eq!(c.ef_for(512, 100, 50_000), 512);
+    assert_eq!(c.ef_for(512, 100, 100_000), 512);
+    assert_eq!(c.ef_for(512, 100, 300_000), 1536);
+    assert_eq!(c.ef_for(512, 100, 100_001), 513, "rounded up");
+    assert_eq!(c.ef_for(50, 100, 10), 100, "never below k");
+    let off = SearchConfig { ef_reference: 0, ..SearchConfig::default() };
+    assert_eq!(off.ef_for(512, 100, 300_000), 512);
+    let small = SearchConfig { ef_reference: 10, ..SearchConfig::default() };
+    assert_eq!(small.ef_for(512, 100, 1000), 1000, "never beyond the partition");
+    assert_eq!(small.ef_for(usize::MAX, 1, usize::MAX), usize::MAX, "no overflow");
+}
+
+/// The breadth `ef_for` gives is the one the graph walk uses: with
+/// `ef_reference` at 1 a walk asked for ef = k covers the whole partition
+/// and finds what a walk with an ef beyond the partition's size finds; with
+/// scaling off, ef = k finds less.
+#[test]
+fn the_scaled_ef_reaches_the_graph_walk() {
+    use whorl::cancel::Cancel;
+    use whorl::search::local;
+    let (dir, g) = gallery("ef-scaled");
+    let pop = population();
+    let k = 5;
+    let lists = |ef_reference: usize, ef: usize| -> Vec<Vec<(String, u32)>> {
+        let s = searcher(&g, SearchConfig { exact_below: 0, ef_reference, ..SearchConfig::default() });
+        let mut out = Vec::new();
+        for subject in (0..SUBJECTS).step_by(4) {
+            let probe = s.prepare(&pop.templates(subject, 1)[..1], &Cancel::default()).unwrap();
+            let found = local::candidates(&s, &s.views(), &probe, &[], k, ef, &Cancel::default()).unwrap();
+            out.push(found.lists[0].iter().map(|c| (c.template.subject.to_string(), c.template.ordinal)).collect());
+        }
+        out
+    };
+    let everything = lists(0, 100_000);
+    assert_eq!(everything.len(), SUBJECTS as usize / 4);
+    assert!(everything.iter().all(|l| l.len() == k));
+    assert_eq!(lists(1, k), everything, "ef scaled to the whole partition walks it all");
+    assert_ne!(lists(0, k), everything, "ef = k = {k} should miss some of the full walk's candidates");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -103,3 +103,21 @@ pub fn calibration(model: &ImpostorModel, comparisons: &[(u32, f32)], alphas: &[
         })
         .collect()
 }
+
+/// The promised FMR levels the real-data correction is measured at: the
+/// range where the real parts have events enough to count (1e-2 to 3e-4
+/// of 5,760 comparisons is 58 to 2 expected) and where the ratio was
+/// flat on the calibration part.
+pub const CORRECTION_ALPHAS: [f64; 4] = [1e-2, 3e-3, 1e-3, 3e-4];
+
+/// Measures the real-data correction of `model` (its synthetic curves) on
+/// real impostor `comparisons` (n_P = 0 left out) of the data named `data`.
+pub fn measure_correction(
+    model: &ImpostorModel,
+    comparisons: &[(u32, f32)],
+    data: String,
+) -> Option<crate::search::impostor::RealCorrection> {
+    let ln_p: Vec<f64> =
+        comparisons.par_iter().filter(|c| c.0 > 0).map(|&(np, s)| model.ln_fmr_synthetic(np, s)).collect();
+    crate::search::impostor::RealCorrection::measure(&ln_p, &CORRECTION_ALPHAS, data)
+}

@@ -7,6 +7,7 @@
 //! 2,880 impostor comparisons.
 
 pub mod candidates;
+pub mod impostor_report;
 pub mod impostors;
 pub mod intervals;
 pub mod metrics;

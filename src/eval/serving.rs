@@ -204,10 +204,20 @@ impl ServingGallery {
         (Some(others.iter().filter(|&&s| s > mate_best).count()), searched)
     }
 
-    /// Runs `probes` through the serving path with `cfg` (CPU re-scoring).
-    pub fn measure(&self, embedder: &Embedder, cfg: &SearchConfig, probes: &[Probe]) -> Result<Outcome, ServingError> {
+    /// Runs `probes` through the serving path with `cfg` (CPU re-scoring)
+    /// and the impostor `model` (the built-in one when `None`).
+    pub fn measure(
+        &self,
+        embedder: &Embedder,
+        cfg: &SearchConfig,
+        model: Option<&ImpostorModel>,
+        probes: &[Probe],
+    ) -> Result<Outcome, ServingError> {
         let matcher = self.gallery.matcher().clone();
-        let model = ImpostorModel::builtin(crate::shard::mcc_params_crc(matcher.params()))?;
+        let model = match model {
+            Some(m) => m.clone(),
+            None => ImpostorModel::builtin(crate::shard::mcc_params_crc(matcher.params()))?,
+        };
         let rescorer: Arc<dyn Rescorer> = Arc::new(CpuRescorer::new(matcher));
         let searcher = Searcher::new(Arc::clone(&self.gallery), rescorer, model, cfg.clone())?;
         let k = cfg.candidates_per_finger;

@@ -38,7 +38,8 @@
 //!
 //! [search]                              # see whorl::search::SearchConfig
 //! candidates_per_finger = 100
-//! ef = 512
+//! ef = 512                              # HNSW breadth for partitions up to ef_reference templates
+//! ef_reference = 100000                 # larger partitions: ef scaled by size / ef_reference (0: off)
 //! default_fpir = 0.01
 //! round2_subjects = 64                  # ten-prints: subjects whose other fingers are re-scored
 //!
