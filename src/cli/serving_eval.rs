@@ -62,7 +62,7 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, synth: &Synth, n: u64, real: &[(Spl
     let total = g.subjects.len();
     let cfg0 = SearchConfig::default();
     let model = ImpostorModel::builtin(whorl::shard::mcc_params_crc(matcher.params()))?;
-    let synthetic_curves = ImpostorModel { real_correction: None, ..model.clone() };
+    let synthetic_curves = model.synthetic_curves();
     let mut md = String::new();
     writeln!(
         md,
@@ -84,7 +84,7 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, synth: &Synth, n: u64, real: &[(Spl
     for &ef in &efs {
         let cfg = SearchConfig { ef, ..SearchConfig::default() };
         for (name, probes) in &sets {
-            let o: Outcome = g.measure(e, &cfg, None, probes)?;
+            let o: Outcome = g.measure(e, &cfg, &model, probes)?;
             let row = format!(
                 "| {name} | {} | {:.0} | {} ({:.2}%) | {ef} | {} | {} | {:+.1} | {} |",
                 o.probes,
@@ -99,7 +99,7 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, synth: &Synth, n: u64, real: &[(Spl
             println!("{row}");
             writeln!(md, "{row}")?;
             if ef == efs[0] {
-                let raw = g.measure(e, &cfg, Some(&synthetic_curves), probes)?;
+                let raw = g.measure(e, &cfg, &synthetic_curves, probes)?;
                 writeln!(
                     decisions,
                     "| {name} (mated) | {} | FNIR {} | FNIR {} |",
@@ -110,8 +110,8 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, synth: &Synth, n: u64, real: &[(Spl
             }
         }
         if ef == efs[0] && !non_mated.is_empty() {
-            let o = g.measure(e, &cfg, None, &non_mated)?;
-            let raw = g.measure(e, &cfg, Some(&synthetic_curves), &non_mated)?;
+            let o = g.measure(e, &cfg, &model, &non_mated)?;
+            let raw = g.measure(e, &cfg, &synthetic_curves, &non_mated)?;
             let count = |o: &Outcome| (o.fpir.value * o.probes as f64).round();
             writeln!(
                 decisions,

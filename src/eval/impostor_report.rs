@@ -85,7 +85,7 @@ fn markdown(
         )?;
     }
     correction(&mut md, model)?;
-    let synthetic = ImpostorModel { real_correction: None, ..model.clone() };
+    let synthetic = model.synthetic_curves();
     writeln!(md, "\n## Is the promise kept on real impostors?\n")?;
     writeln!(
         md,
@@ -171,11 +171,12 @@ fn promise_table(
 }
 
 fn plot_fmr(path: &Path, model: &ImpostorModel, real: &[(Split, Vec<(u32, f32)>)]) -> anyhow::Result<()> {
-    let f = model.correction_factor();
     let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for c in &model.strata {
-        let pts =
-            (0..=100).map(|i| i as f32 / 100.0).map(|t| (f64::from(t), (f * c.fmr(t)).clamp(1e-12, 1.0))).collect();
+        let pts = (0..=100)
+            .map(|i| i as f32 / 100.0)
+            .map(|t| (f64::from(t), model.ln_fmr(c.n_p, t).exp().max(1e-12)))
+            .collect();
         series.push((format!("model (corrected), n_P {}", c.n_p), pts));
     }
     for (split, v) in real {

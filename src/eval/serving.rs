@@ -39,9 +39,6 @@ pub enum ServingError {
     /// A search.
     #[error("search: {0}")]
     Search(#[from] SearchError),
-    /// The impostor model.
-    #[error("impostor model: {0}")]
-    Model(#[from] crate::search::impostor::ModelError),
 }
 
 /// One probe: a finger view and the subject it belongs to.
@@ -205,21 +202,17 @@ impl ServingGallery {
     }
 
     /// Runs `probes` through the serving path with `cfg` (CPU re-scoring)
-    /// and the impostor `model` (the built-in one when `None`).
+    /// and the impostor `model`.
     pub fn measure(
         &self,
         embedder: &Embedder,
         cfg: &SearchConfig,
-        model: Option<&ImpostorModel>,
+        model: &ImpostorModel,
         probes: &[Probe],
     ) -> Result<Outcome, ServingError> {
         let matcher = self.gallery.matcher().clone();
-        let model = match model {
-            Some(m) => m.clone(),
-            None => ImpostorModel::builtin(crate::shard::mcc_params_crc(matcher.params()))?,
-        };
         let rescorer: Arc<dyn Rescorer> = Arc::new(CpuRescorer::new(matcher));
-        let searcher = Searcher::new(Arc::clone(&self.gallery), rescorer, model, cfg.clone())?;
+        let searcher = Searcher::new(Arc::clone(&self.gallery), rescorer, model.clone(), cfg.clone())?;
         let k = cfg.candidates_per_finger;
         struct Row {
             mated: bool,

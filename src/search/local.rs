@@ -219,7 +219,6 @@ fn search_partition(
         (!tombstoned || !snap.delta.hides_shard_subject(shard.subject_of(t))) && labels_match_shard(shard, t, labels)
     };
     let filtered = tombstoned || !labels.is_empty();
-    let ef = searcher.config().ef_for(ef, k, part.ids.len());
     let hits: Vec<(u32, f32)> = if part.ids.len() <= searcher.config().exact_below {
         let dim = shard.shard.embedding().dim as usize;
         let mut row = vec![0f32; dim];
@@ -245,6 +244,7 @@ fn search_partition(
         top_k_with_ties(&mut v, k);
         return Ok(v);
     } else {
+        let ef = searcher.config().ef_for(ef, k, part.ids.len());
         let found = if filtered {
             part.graph.search_filtered(q, k, ef, &|i| part.ids.get(i as usize).is_some_and(|&t| keep(t)))
         } else {

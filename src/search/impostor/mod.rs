@@ -293,6 +293,12 @@ impl ImpostorModel {
         self.curve(n_p).ln_fmr(s)
     }
 
+    /// The same model without its real-data correction: the synthetic
+    /// curves alone.
+    pub fn synthetic_curves(&self) -> ImpostorModel {
+        ImpostorModel { real_correction: None, ..self.clone() }
+    }
+
     /// The correction's multiplier (1 without one).
     pub fn correction_factor(&self) -> f64 {
         self.real_correction.as_ref().map_or(1.0, |c| c.factor)
