@@ -24,139 +24,22 @@
 //! ([`ScoreParts`]) and fusion happens here, once, so a cluster's scores
 //! are bit-identical to a single node's.
 
+mod messages;
+
+pub use messages::{
+    Cand, Found, GroupSize, Pair, PairScore, Scored, SubjectInfo, TemplateInfo, TemplateRef, cand_order,
+};
+
 use super::fusion::{self, FingerEvidence, OperatingPoint};
 use super::impostor::ImpostorModel;
 use super::{Decision, FingerScore, SearchError, SubjectMatch, stopped};
 use crate::cancel::Cancel;
 use crate::mcc::ScoreParts;
 use crate::template::FingerPosition;
-use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A template named so that any replica of its group can find it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TemplateRef {
-    /// The subject's id.
-    pub subject: Arc<str>,
-    /// Index of the template among the subject's visible templates, in the
-    /// gallery's canonical order (shards in manifest order, then the delta
-    /// in log order).
-    pub ordinal: u32,
-}
-
-/// A phase-1 candidate of one probe finger.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cand {
-    /// Cosine similarity of the embeddings.
-    pub similarity: f32,
-    /// The virtual group the subject belongs to.
-    pub group: u32,
-    /// The template.
-    pub template: TemplateRef,
-}
-
-/// The total order every candidate list is kept in: similarity, highest
-/// first; then subject id and ordinal, ascending.
-pub fn cand_order(a: &Cand, b: &Cand) -> Ordering {
-    b.similarity.total_cmp(&a.similarity).then_with(|| a.template.cmp(&b.template))
-}
-
-/// One part's size at the snapshot it searched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupSize {
-    /// The group.
-    pub group: u32,
-    /// Subjects visible in it.
-    pub subjects: u64,
-    /// Its snapshot generation.
-    pub generation: u64,
-}
-
-/// What phase 1 found.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Found {
-    /// Per probe finger, candidates in [`cand_order`], at most k.
-    pub lists: Vec<Vec<Cand>>,
-    /// The parts searched.
-    pub groups: Vec<GroupSize>,
-}
-
-impl Found {
-    /// Merges the findings of several parts: each finger's lists joined,
-    /// ordered and cut to `k`.
-    pub fn merge(parts: Vec<Found>, fingers: usize, k: usize) -> Found {
-        let mut out = Found { lists: vec![Vec::new(); fingers], groups: Vec::new() };
-        for p in parts {
-            for (f, l) in p.lists.into_iter().enumerate().take(fingers) {
-                out.lists[f].extend(l);
-            }
-            out.groups.extend(p.groups);
-        }
-        for l in &mut out.lists {
-            l.sort_by(cand_order);
-            l.truncate(k);
-        }
-        out.groups.sort_by_key(|g| g.group);
-        out
-    }
-}
-
-/// Where a subject's template lies, for the reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TemplateInfo {
-    /// Its finger position.
-    pub position: FingerPosition,
-    /// A shard name, or `delta`.
-    pub source: String,
-}
-
-/// A candidate subject as its part holds it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SubjectInfo {
-    /// Its id.
-    pub subject: Arc<str>,
-    /// Its group.
-    pub group: u32,
-    /// Its labels.
-    pub labels: Vec<(String, String)>,
-    /// Its visible templates, by ordinal.
-    pub templates: Vec<TemplateInfo>,
-}
-
-/// A probe finger and a gallery template to compare.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Pair {
-    /// Probe finger index.
-    pub finger: u32,
-    /// The template's group.
-    pub group: u32,
-    /// The template.
-    pub template: TemplateRef,
-}
-
-/// The comparison of a [`Pair`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct PairScore {
-    /// Probe finger index.
-    pub finger: u32,
-    /// The template.
-    pub template: TemplateRef,
-    /// The matcher's integers.
-    pub parts: ScoreParts,
-}
-
-/// What a re-scoring phase returns: the scores, and every subject a pair
-/// named (a pair whose template has gone since phase 1 gets no score).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Scored {
-    /// Subjects named by the pairs.
-    pub subjects: Vec<SubjectInfo>,
-    /// Scores.
-    pub scores: Vec<PairScore>,
-}
 
 /// The phases, run wherever the parts are.
 pub trait Phases {
