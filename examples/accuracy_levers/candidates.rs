@@ -4,6 +4,7 @@ use crate::arg;
 use rayon::prelude::*;
 use std::f32::consts::TAU;
 use std::time::Instant;
+use whorl::embed::pairs::{PairBins, add_minutia_pairs, points};
 use whorl::embed::{Embedder, dot, normalise, train::kmeans, whiten::Whitening};
 use whorl::synth::{Synth, SynthParams};
 use whorl::template::Template;
@@ -21,48 +22,15 @@ impl Loc {
     }
 }
 
-/// Per-minutia local descriptors (rows of loc.dim()).
+/// Per-minutia local descriptors (rows of loc.dim()): the pair histogram
+/// of each minutia's own pairs, square-rooted and normalised.
 fn locals(t: &Template, loc: Loc) -> Vec<Vec<f32>> {
-    let s = t.scale_to_500dpi();
-    let pts: Vec<(f32, f32, f32)> = t.minutiae.iter().map(|m| (m.x * s, m.y * s, m.angle)).collect();
-    let (dw, aw, bw) = (loc.d_max / loc.d_bins as f32, TAU / loc.a_bins as f32, TAU / loc.b_bins as f32);
+    let bins = PairBins { d_bins: loc.d_bins, a_bins: loc.a_bins, b_bins: loc.b_bins, d_max: loc.d_max };
+    let pts = points(t);
     let mut out = Vec::new();
-    for (i, &(xi, yi, ti)) in pts.iter().enumerate() {
+    for i in 0..pts.len() {
         let mut h = vec![0f32; loc.dim()];
-        let mut n = 0;
-        for (j, &(xj, yj, tj)) in pts.iter().enumerate() {
-            if i == j {
-                continue;
-            }
-            let (dx, dy) = (xj - xi, yj - yi);
-            let d = (dx * dx + dy * dy).sqrt();
-            if d >= loc.d_max {
-                continue;
-            }
-            n += 1;
-            let phi = (-dy).atan2(dx);
-            let alpha = (phi - ti).rem_euclid(TAU);
-            let beta = (tj - ti).rem_euclid(TAU);
-            let fd = (d / dw - 0.5).max(0.0);
-            let fa = alpha / aw - 0.5;
-            let fb = beta / bw - 0.5;
-            let (d0, wd) = (fd.floor() as usize, fd.fract());
-            let (a0, wa) = (fa.floor(), fa - fa.floor());
-            let (b0, wb) = (fb.floor(), fb - fb.floor());
-            for (dd, wdd) in [(d0, 1.0 - wd), (d0 + 1, wd)] {
-                if dd >= loc.d_bins {
-                    continue;
-                }
-                for (da, wda) in [(a0, 1.0 - wa), (a0 + 1.0, wa)] {
-                    let ai = (da as i32).rem_euclid(loc.a_bins as i32) as usize;
-                    for (db, wdb) in [(b0, 1.0 - wb), (b0 + 1.0, wb)] {
-                        let bi = (db as i32).rem_euclid(loc.b_bins as i32) as usize;
-                        h[(dd * loc.a_bins + ai) * loc.b_bins + bi] += wdd * wda * wdb;
-                    }
-                }
-            }
-        }
-        if n < 2 {
+        if add_minutia_pairs(&pts, i, bins, &mut h) < 2 {
             continue;
         }
         for v in h.iter_mut() {
@@ -183,7 +151,7 @@ pub fn vlad_main(args: &[String]) {
 
 /// Mode 2: the pair histogram with supervised whitening, training size and crops.
 pub fn hist_main(args: &[String]) {
-    use whorl::embed::{pairs::PairBins, raw_histogram};
+    use whorl::embed::raw_histogram;
     let fingers: u64 = arg(args, 2, 8000);
     let imps: u32 = arg(args, 3, 2);
     let dout: usize = arg(args, 4, 512);

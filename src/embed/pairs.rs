@@ -54,44 +54,59 @@ pub fn histogram(t: &Template, out: &mut [f32]) {
 
 /// Adds the pair histogram of `t` with `bins` to `out` (length `bins.dim()`, zeroed by the caller).
 pub fn histogram_with(t: &Template, bins: PairBins, out: &mut [f32]) {
-    let PairBins { d_bins, a_bins, b_bins, d_max } = bins;
+    let pts = points(t);
+    for i in 0..pts.len() {
+        add_minutia_pairs(&pts, i, bins, out);
+    }
+}
+
+/// The minutiae of `t` as (x, y, direction) in 500-dpi pixels.
+pub fn points(t: &Template) -> Vec<(f32, f32, f32)> {
     let s = t.scale_to_500dpi();
-    let pts: Vec<(f32, f32, f32)> = t.minutiae.iter().map(|m| (m.x * s, m.y * s, m.angle)).collect();
+    t.minutiae.iter().map(|m| (m.x * s, m.y * s, m.angle)).collect()
+}
+
+/// Adds the ordered pairs (i, j) of minutia `i` of `pts` ([`points`]) to
+/// `out` (length `bins.dim()`); returns how many pairs were within range.
+pub fn add_minutia_pairs(pts: &[(f32, f32, f32)], i: usize, bins: PairBins, out: &mut [f32]) -> usize {
+    let PairBins { d_bins, a_bins, b_bins, d_max } = bins;
     let dw = d_max / d_bins as f32;
     let aw = TAU / a_bins as f32;
     let bw = TAU / b_bins as f32;
-    for (i, &(xi, yi, ti)) in pts.iter().enumerate() {
-        for (j, &(xj, yj, tj)) in pts.iter().enumerate() {
-            if i == j {
+    let (xi, yi, ti) = pts[i];
+    let mut counted = 0;
+    for (j, &(xj, yj, tj)) in pts.iter().enumerate() {
+        if i == j {
+            continue;
+        }
+        let (dx, dy) = (xj - xi, yj - yi);
+        let d = (dx * dx + dy * dy).sqrt();
+        if d >= d_max {
+            continue;
+        }
+        counted += 1;
+        let phi = (-dy).atan2(dx);
+        let alpha = (phi - ti).rem_euclid(TAU);
+        let beta = (tj - ti).rem_euclid(TAU);
+        // Fractional bin coordinates (centres at k + 0.5).
+        let fd = (d / dw - 0.5).max(0.0);
+        let fa = alpha / aw - 0.5;
+        let fb = beta / bw - 0.5;
+        let (d0, wd) = (fd.floor() as usize, fd.fract());
+        let (a0, wa) = (fa.floor(), fa - fa.floor());
+        let (b0, wb) = (fb.floor(), fb - fb.floor());
+        for (dd, wdd) in [(d0, 1.0 - wd), (d0 + 1, wd)] {
+            if dd >= d_bins {
                 continue;
             }
-            let (dx, dy) = (xj - xi, yj - yi);
-            let d = (dx * dx + dy * dy).sqrt();
-            if d >= d_max {
-                continue;
-            }
-            let phi = (-dy).atan2(dx);
-            let alpha = (phi - ti).rem_euclid(TAU);
-            let beta = (tj - ti).rem_euclid(TAU);
-            // Fractional bin coordinates (centres at k + 0.5).
-            let fd = (d / dw - 0.5).max(0.0);
-            let fa = alpha / aw - 0.5;
-            let fb = beta / bw - 0.5;
-            let (d0, wd) = (fd.floor() as usize, fd.fract());
-            let (a0, wa) = (fa.floor(), fa - fa.floor());
-            let (b0, wb) = (fb.floor(), fb - fb.floor());
-            for (dd, wdd) in [(d0, 1.0 - wd), (d0 + 1, wd)] {
-                if dd >= d_bins {
-                    continue;
-                }
-                for (da, wda) in [(a0, 1.0 - wa), (a0 + 1.0, wa)] {
-                    let ai = (da as i32).rem_euclid(a_bins as i32) as usize;
-                    for (db, wdb) in [(b0, 1.0 - wb), (b0 + 1.0, wb)] {
-                        let bi = (db as i32).rem_euclid(b_bins as i32) as usize;
-                        out[(dd * a_bins + ai) * b_bins + bi] += wdd * wda * wdb;
-                    }
+            for (da, wda) in [(a0, 1.0 - wa), (a0 + 1.0, wa)] {
+                let ai = (da as i32).rem_euclid(a_bins as i32) as usize;
+                for (db, wdb) in [(b0, 1.0 - wb), (b0 + 1.0, wb)] {
+                    let bi = (db as i32).rem_euclid(b_bins as i32) as usize;
+                    out[(dd * a_bins + ai) * b_bins + bi] += wdd * wda * wdb;
                 }
             }
         }
     }
+    counted
 }
