@@ -166,6 +166,10 @@ pub struct Outcome {
     pub fnir: Estimate,
     /// Non-mated: a hit at the configured FPIR (FPIR).
     pub fpir: Estimate,
+    /// Mated: a subject other than the mate reaches the threshold, i.e.
+    /// the search would be a false positive with the mate set aside (an
+    /// FPIR measured on the mated probes, real ones included).
+    pub wrong_hit: Estimate,
 }
 
 impl ServingGallery {
@@ -220,6 +224,7 @@ impl ServingGallery {
             served: bool,
             first: bool,
             hit: bool,
+            wrong_hit: bool,
             searched: usize,
         }
         let rows: Vec<Result<Row, ServingError>> = probes
@@ -235,6 +240,7 @@ impl ServingGallery {
                     served: r.candidates.iter().any(is_mate),
                     first: r.candidates.first().is_some_and(is_mate),
                     hit: r.hit,
+                    wrong_hit: r.candidates.iter().any(|c| c.hit && !is_mate(c)),
                     searched,
                 })
             })
@@ -252,6 +258,38 @@ impl ServingGallery {
             rank1: share(&mated, |r| r.first),
             fnir: share(&mated, |r| !(r.hit && r.first)),
             fpir: share(&non, |r| r.hit),
+            wrong_hit: share(&mated, |r| r.wrong_hit),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::SynthParams;
+
+    /// `wrong_hit` counts a subject other than the mate over the threshold,
+    /// never the mate: at a lenient FPIR nearly every mated search has one;
+    /// at a strict FPIR none has, although mates themselves still hit.
+    #[test]
+    fn a_subject_other_than_the_mate_over_the_threshold_is_a_wrong_hit() {
+        let dir = std::env::temp_dir().join(format!("whorl-serving-wrong-hit-{}", std::process::id()));
+        let synth = Synth::new(SynthParams::default(), 5);
+        let (e, m) = (Embedder::default(), Matcher::default());
+        let templates = gallery_templates(&synth, 200, &[]);
+        let g = open_or_build(&dir, "wrong-hit", &e, &m, templates, IndexParams::default(), |_, _| {})
+            .expect("a 200-subject gallery builds");
+        let probes = synthetic_probes(&synth, 40, 1, false);
+        let model = ImpostorModel::builtin(crate::shard::mcc_params_crc(m.params())).expect("built-in model");
+        let at = |fpir: f64| {
+            let cfg = SearchConfig { default_fpir: fpir, ..SearchConfig::default() };
+            g.measure(&e, &cfg, &model, &probes).expect("searches run")
+        };
+        let (lenient, strict) = (at(0.999), at(1e-9));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!((lenient.probes, strict.probes), (40, 40));
+        assert!(lenient.wrong_hit.value > 0.5, "lenient: {:?}", lenient.wrong_hit);
+        assert!(strict.fnir.value < 1.0, "strict: some mates must still be hits ranked first: {:?}", strict.fnir);
+        assert_eq!(strict.wrong_hit.value, 0.0, "strict: the mate itself must not count: {:?}", strict.wrong_hit);
     }
 }
