@@ -6,6 +6,7 @@ use std::f32::consts::TAU;
 use std::time::Instant;
 use whorl::embed::pairs::{PairBins, add_minutia_pairs, points};
 use whorl::embed::{Embedder, dot, normalise, train::kmeans, whiten::Whitening};
+use whorl::eval::candidates::{exact_ranks, hit_rates};
 use whorl::synth::{Synth, SynthParams};
 use whorl::template::Template;
 
@@ -70,19 +71,18 @@ fn vlad(t: &Template, loc: Loc, codebook: &[f32], alpha: f32) -> Vec<f32> {
     v
 }
 
-fn hits(gallery: &[Vec<f32>], probes: &[Vec<f32>]) -> (f64, f64, f64) {
-    let ranks: Vec<usize> = probes
-        .par_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let t = dot(p, &gallery[i]);
-            gallery.iter().filter(|g| dot(p, g) > t).count()
-        })
-        .collect();
-    let n = ranks.len() as f64;
-    let r = |l: usize| 100.0 * ranks.iter().filter(|&&x| x < l).count() as f64 / n;
-    let g = gallery.len();
-    (r(g / 1000), r(g / 100), r(g / 20))
+/// Hit rates (%) at 0.1%, 1% and 5% penetration of mate `ranks` in a gallery of `size`.
+fn rates(ranks: &[usize], size: usize) -> String {
+    let r = hit_rates(ranks, size, &[0.001, 0.01, 0.05]);
+    format!("0.1% {:.1} 1% {:.1} 5% {:.1}", 100.0 * r[0].hit_rate, 100.0 * r[1].hit_rate, 100.0 * r[2].hit_rate)
+}
+
+/// Exact search: probe `i`'s mate is gallery row `i`.
+fn hits(gallery: &[Vec<f32>], probes: &[Vec<f32>]) -> String {
+    let dim = gallery.first().map_or(0, Vec::len);
+    let flat: Vec<f32> = gallery.concat();
+    let mates: Vec<usize> = (0..probes.len()).collect();
+    rates(&exact_ranks(&flat, dim, probes, &mates), gallery.len())
 }
 
 /// (x − mean) / standard deviation.
@@ -115,7 +115,7 @@ pub fn vlad_main(args: &[String]) {
         let e = Embedder::default();
         let g: Vec<Vec<f32>> = gal.par_iter().map(|t| e.embed(t)).collect();
         let p: Vec<Vec<f32>> = pro.par_iter().map(|t| e.embed(t)).collect();
-        println!("baseline {} : {:?} ({:.0}s)", e.id(), hits(&g, &p), t0.elapsed().as_secs_f64());
+        println!("baseline {} : {} ({:.0}s)", e.id(), hits(&g, &p), t0.elapsed().as_secs_f64());
     }
     let train = Synth::new(SynthParams::default(), 999_331);
     let tr: Vec<(u64, Template)> =
@@ -143,7 +143,7 @@ pub fn vlad_main(args: &[String]) {
     let g: Vec<Vec<f32>> = gal.par_iter().map(emb).collect();
     let p: Vec<Vec<f32>> = pro.par_iter().map(emb).collect();
     println!(
-        "vlad K={k} loc={d_bins}x{ab}x{ab}@{d_max} din={din} dout={dout} train={train_fingers} alpha={alpha}: {:?} ({:.0}s)",
+        "vlad K={k} loc={d_bins}x{ab}x{ab}@{d_max} din={din} dout={dout} train={train_fingers} alpha={alpha}: {} ({:.0}s)",
         hits(&g, &p),
         t0.elapsed().as_secs_f64()
     );
@@ -192,11 +192,7 @@ pub fn hist_main(args: &[String]) {
     let pro: Vec<Template> = eval.batch(0..1000, 1..2).into_iter().map(|r| r.template).collect();
     let g: Vec<Vec<f32>> = gal.par_iter().map(emb).collect();
     let pv: Vec<Vec<f32>> = pro.par_iter().map(emb).collect();
-    println!(
-        "hist fingers={fingers} imps={imps} dout={dout}: {:?} ({:.0}s)",
-        hits(&g, &pv),
-        t0.elapsed().as_secs_f64()
-    );
+    println!("hist fingers={fingers} imps={imps} dout={dout}: {} ({:.0}s)", hits(&g, &pv), t0.elapsed().as_secs_f64());
     if crops > 0 {
         // Gallery variants: the whole template and half-planes through the centroid at `crops` directions.
         let variants = |t: &Template| -> Vec<Vec<f32>> {
@@ -222,9 +218,7 @@ pub fn hist_main(args: &[String]) {
                 gv.iter().filter(|g| best(g) > t).count()
             })
             .collect();
-        let n = ranks.len() as f64;
-        let r = |l: usize| 100.0 * ranks.iter().filter(|&&x| x < l).count() as f64 / n;
-        println!("  + {crops} half-plane gallery variants (max): ({}, {}, {})", r(10), r(100), r(500));
+        println!("  + {crops} half-plane gallery variants (max): {}", rates(&ranks, gv.len()));
     }
 }
 
@@ -321,14 +315,10 @@ pub fn lsh_main(args: &[String]) {
             out
         })
         .collect();
-    let n = ranks.len() as f64;
     let g = gal.len();
-    let rates = |col: usize| {
-        let r = |l: usize| 100.0 * ranks.iter().filter(|x| x[col] < l).count() as f64 / n;
-        format!("0.1% {:.1} 1% {:.1} 5% {:.1}", r(g / 1000), r(g / 100), r(g / 20))
-    };
-    println!("lsh H={h_n} P={bits} gallery={g} norm={norm}: {} ({:.0}s)", rates(0), t0.elapsed().as_secs_f64());
+    let column = |col: usize| rates(&ranks.iter().map(|x| x[col]).collect::<Vec<_>>(), g);
+    println!("lsh H={h_n} P={bits} gallery={g} norm={norm}: {} ({:.0}s)", column(0), t0.elapsed().as_secs_f64());
     for (c, w) in weights.iter().enumerate() {
-        println!("  fused z(cosine) + {w}·z(votes): {}", rates(c + 1));
+        println!("  fused z(cosine) + {w}·z(votes): {}", column(c + 1));
     }
 }

@@ -272,15 +272,25 @@ impl<'a> RemotePhases<'a> {
                     .ok_or_else(|| err.clone())?;
                 by_node.entry(alt).or_default().push(p);
             }
-            let calls = by_node.into_iter().map(|((i, a), ps)| self.score_on(i, a, ps, failed.clone()));
-            let mut out = Scored::default();
-            for r in futures::future::join_all(calls).await {
-                let s = r?;
-                out.subjects.extend(s.subjects);
-                out.scores.extend(s.scores);
-            }
-            Ok(out)
+            self.score_all(by_node, &failed).await
         })
+    }
+
+    /// Scores each node's pairs (in parallel, each with [`Self::score_on`]'s
+    /// retries, `failed` excluded) and joins the answers.
+    async fn score_all(
+        &self,
+        by_node: BTreeMap<(String, String), Vec<Pair>>,
+        failed: &HashSet<String>,
+    ) -> Result<Scored, SearchError> {
+        let calls = by_node.into_iter().map(|((id, addr), ps)| self.score_on(id, addr, ps, failed.clone()));
+        let mut out = Scored::default();
+        for r in futures::future::join_all(calls).await {
+            let s = r?;
+            out.subjects.extend(s.subjects);
+            out.scores.extend(s.scores);
+        }
+        Ok(out)
     }
 
     async fn score_call(&self, id: &str, addr: &str, pairs: &[Pair]) -> Result<Scored, SearchError> {
@@ -358,13 +368,6 @@ impl Phases for RemotePhases<'_> {
             };
             by_node.entry(node).or_default().push(p);
         }
-        let calls = by_node.into_iter().map(|((id, addr), ps)| self.score_on(id, addr, ps, HashSet::new()));
-        let mut out = Scored::default();
-        for r in futures::future::join_all(calls).await {
-            let s = r?;
-            out.subjects.extend(s.subjects);
-            out.scores.extend(s.scores);
-        }
-        Ok(out)
+        self.score_all(by_node, &HashSet::new()).await
     }
 }
