@@ -70,7 +70,7 @@ EOF
 echo $! >"$dir/router.pid"
 
 for _ in $(seq 1 300); do
-  "$whorl" cluster status --etcd "$etcd_url" --cluster local 2>/dev/null | grep -q "every group of every gallery is ready" && break
+  "$whorl" cluster status --etcd "$etcd_url" --cluster local 2>/dev/null | grep "every group of every gallery is ready" >/dev/null && break
   sleep 1
 done
 "$whorl" cluster status --etcd "$etcd_url" --cluster local
