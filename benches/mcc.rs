@@ -82,5 +82,25 @@ fn matching(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, prepare, matching);
+/// The second, geometric pass's cost next to the plain comparison, the
+/// same probe against the same 320 templates.
+fn verifying(c: &mut Criterion) {
+    let (probe, all) = templates();
+    let m = Matcher::default();
+    let p = m.prepare(&probe);
+    let gallery: Vec<Prepared> = all.iter().map(|t| m.prepare(t)).collect();
+    let mut g = c.benchmark_group("mcc verify");
+    g.throughput(Throughput::Elements(gallery.len() as u64));
+    g.bench_function("score, probe vs 320, 1 thread", |b| {
+        let mut s = Scratch::new();
+        b.iter(|| gallery.iter().map(|t| m.score(p.view(), t.view(), &mut s)).sum::<f32>())
+    });
+    g.bench_function("verify_parts, probe vs 320, 1 thread", |b| {
+        let mut s = Scratch::new();
+        b.iter(|| gallery.iter().map(|t| m.verify_parts(p.view(), t.view(), &mut s).score()).sum::<f32>())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, prepare, matching, verifying);
 criterion_main!(benches);

@@ -164,6 +164,57 @@ fn enrolments_and_deletions_are_seen_at_once_and_filters_hold() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Phase 4: the strongest subjects are compared again with the second,
+/// geometric pass; they head the list, their scores are the verified
+/// score of the best template (recomputed here from the templates), and
+/// only they can be a hit. Without the verified model nothing is verified
+/// and the scores are the matcher's.
+#[test]
+fn the_strongest_candidates_are_verified_by_the_second_pass() {
+    use whorl::search::plan::VERIFY_TOP;
+    let (dir, g) = gallery("second");
+    let m = Matcher::default();
+    let pop = population();
+    let s = searcher(&g, SearchConfig::default());
+    let (mut mates, mut searches) = (0, 0);
+    for subject in [3u64, 8, 15, 22, 31, 47] {
+        let probe: Vec<Template> = pop.templates(subject, 1).into_iter().take(1).collect();
+        let r = s.identify(&Query { max_candidates: VERIFY_TOP + 5, ..query(probe.clone()) }).unwrap();
+        assert!(r.candidates.len() > VERIFY_TOP, "{} candidates", r.candidates.len());
+        let head = r.candidates.iter().take_while(|c| c.verified).count();
+        assert_eq!(head, VERIFY_TOP, "the strongest {VERIFY_TOP} are verified, first");
+        assert!(r.candidates.iter().skip(head).all(|c| !c.verified && !c.hit));
+        assert!(r.candidates.windows(2).take(head - 1).all(|w| w[0].fused >= w[1].fused), "verified ones ranked");
+        let top = &r.candidates[0];
+        if top.subject == Subjects::id(subject) {
+            mates += 1;
+            let (p, t) = (m.prepare(&probe[0]), m.prepare(&pop.templates(subject, 0)[0]));
+            let v = m.verify_parts(p.view(), t.view(), &mut whorl::mcc::Scratch::new());
+            assert_eq!(top.fingers.len(), 1);
+            assert_eq!(top.fingers[0].score, v.score(), "subject {subject}: the verified score of the mate");
+            assert!(
+                v.consensus.accepted > 1 && v.score() < m.score(p.view(), t.view(), &mut whorl::mcc::Scratch::new())
+            );
+        }
+        searches += 1;
+    }
+    assert!(mates >= 5, "{mates} of {searches} mates first");
+    // Without the verified model: nothing verified, the matcher's scores.
+    let mut plain_model = ImpostorModel::builtin(whorl::shard::mcc_params_crc(&MccParams::default())).unwrap();
+    plain_model.verified = None;
+    let r: Arc<dyn Rescorer> = Arc::new(CpuRescorer::new(Matcher::default()));
+    let plain = Searcher::new(Arc::clone(&g), r, plain_model, SearchConfig::default()).unwrap();
+    let probe: Vec<Template> = pop.templates(3, 1).into_iter().take(1).collect();
+    let r = plain.identify(&query(probe.clone())).unwrap();
+    assert!(r.candidates.iter().all(|c| !c.verified) && r.candidates[0].subject == Subjects::id(3));
+    let (p, t) = (m.prepare(&probe[0]), m.prepare(&pop.templates(3, 0)[0]));
+    assert_eq!(r.candidates[0].fingers[0].score, m.score(p.view(), t.view(), &mut whorl::mcc::Scratch::new()));
+    // 1:1 is verified too.
+    let v = s.verify(&Subjects::id(3), &probe, None, None).unwrap();
+    assert!(v.candidates[0].verified && v.hit);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn verification_is_one_to_one() {
     let (dir, g) = gallery("verify");

@@ -33,6 +33,10 @@
 //!     runs the parallel-friendly variant instead of the greedy pass, a
 //!     fourth (default 3) sets the greedy pass's pool: POOL·min(n_A, n_B)
 //!     pairs of highest γ
+//! cargo run --release --example accuracy_levers -- tail FINGERS DATA
+//!     DATA: synthetic or hard; the matcher's and the verified score's
+//!     (`whorl::mcc::consensus`) FNMR at FMR 1e-3..1e-6, FINGERS synthetic
+//!     fingers of seed 77 (impression 1 against impression 0 of all)
 //! ```
 
 mod candidates;
@@ -56,8 +60,9 @@ fn main() {
         Some("hist") => candidates::hist_main(&args),
         Some("lsh") => candidates::lsh_main(&args),
         Some("second") => matcher::second_main(&args),
+        Some("tail") => matcher::tail_main(&args),
         _ => {
-            eprintln!("usage: accuracy_levers vlad|hist|lsh|second ... (see main.rs's header)");
+            eprintln!("usage: accuracy_levers vlad|hist|lsh|second|tail ... (see main.rs's header)");
             std::process::exit(2);
         }
     }

@@ -175,3 +175,61 @@ pub fn second_main(args: &[String]) {
         );
     }
 }
+
+/// Mode `tail`: the matcher's and the verified score's false non-match
+/// rates at the false match rates a 1:N search works at (1e-4..1e-6):
+/// FINGERS synthetic fingers of seed 77, impression 1 against impression 0
+/// of the same finger (genuine) and impression 0 of every other finger
+/// (impostors, unordered pairs).
+pub fn tail_main(args: &[String]) {
+    use whorl::mcc::{Matcher, Prepared, Scratch, threshold::threshold_for_fmr};
+    let fingers: u64 = arg(args, 2, 2000);
+    let what: String = arg(args, 3, "synthetic".to_string());
+    let mut sp = SynthParams::default();
+    match what.as_str() {
+        "synthetic" => {}
+        "hard" => sp.distortion_sd = 6.9,
+        _ => fail("DATA is synthetic or hard"),
+    }
+    let m = Matcher::default();
+    let recs = Synth::new(sp, 77).batch(0..fingers, 0..2);
+    let prep: Vec<Prepared> = recs.par_iter().map(|r| m.prepare(&r.template)).collect();
+    let first: Vec<usize> = (0..recs.len()).filter(|&k| recs[k].impression == 0).collect();
+    let second: Vec<usize> = (0..recs.len()).filter(|&k| recs[k].impression == 1).collect();
+    let t = Instant::now();
+    let genuine: Vec<(f32, f32)> = second
+        .par_iter()
+        .map_init(Scratch::new, |s, &p| {
+            let g = first.iter().find(|&&g| recs[g].finger == recs[p].finger).expect("the mate's impression 0");
+            let v = m.verify_parts(prep[p].view(), prep[*g].view(), s);
+            (v.parts.score(), v.score())
+        })
+        .collect();
+    let first_ref = &first;
+    let impostor: Vec<(f32, f32)> = (0..first.len())
+        .into_par_iter()
+        .flat_map_iter(|x| (x + 1..first_ref.len()).map(move |y| (first_ref[x], first_ref[y])))
+        .map_init(Scratch::new, |s, (x, y)| {
+            let v = m.verify_parts(prep[x].view(), prep[y].view(), s);
+            (v.parts.score(), v.score())
+        })
+        .collect();
+    println!(
+        "{what}: {} genuine, {} impostor comparisons, {:.0} s",
+        genuine.len(),
+        impostor.len(),
+        t.elapsed().as_secs_f64()
+    );
+    println!("| score | FMR | impostors above | threshold | FNMR % |");
+    println!("|---|---|---|---|---|");
+    for (name, pick) in [("matcher", 0usize), ("verified", 1)] {
+        let get = |p: &(f32, f32)| if pick == 0 { p.0 } else { p.1 };
+        let imp: Vec<f32> = impostor.iter().map(get).collect();
+        for fmr in [1e-3, 1e-4, 1e-5, 1e-6] {
+            let op = threshold_for_fmr(&imp, fmr).unwrap_or_else(|e| fail(&e.to_string()));
+            let above = imp.iter().filter(|&&s| s >= op.threshold).count();
+            let fnmr = genuine.iter().filter(|g| get(g) < op.threshold).count() as f64 / genuine.len() as f64;
+            println!("| {name} | {fmr:.0e} | {above} | {:.4} | {:.2} |", op.threshold, 100.0 * fnmr);
+        }
+    }
+}

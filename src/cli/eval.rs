@@ -42,6 +42,10 @@ pub struct EvalArgs {
     /// Generator parameters as JSON for --synthetic-dbs (fields not given keep their defaults).
     #[arg(long)]
     synth_params: Option<PathBuf>,
+    /// Which score: `matcher` (Γ stage and LSS-R) or `verified` (with the
+    /// second, geometric pass that decisions on the top candidates use).
+    #[arg(long, default_value = "matcher")]
+    score: eval::Scoring,
     /// Bootstrap replicates for the 95% intervals.
     #[arg(long, default_value_t = whorl::eval::intervals::REPLICATES)]
     replicates: usize,
@@ -79,7 +83,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .collect();
     let data = data.join(", ");
     println!("data: {data}");
-    let e = Evaluation::run(&matcher, dbs, a.replicates, 1);
+    println!("score: {}", a.score.describe());
+    let e = Evaluation::run_scored(&matcher, a.score, dbs, a.replicates, 1);
     let table = eval::report::table(&e);
     let peers = eval::report::peer_table(&e);
     println!("{table}");
@@ -92,10 +97,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let cmd: Vec<String> = std::env::args().collect();
     let peers = if peers.is_empty() { String::new() } else { format!("## Peers\n\n{peers}\n") };
     let report = format!(
-        "# Accuracy: whorl MCC matcher\n\nCommand: `{}`  \nMachine: {}  \nDate: {}  \nData: {data}\n\nProtocol: per database, all genuine pairs (same finger, impressions i<j) and all impostor pairs (different fingers, every impression, unordered). Rates as defined in FVC (Maio et al. 2002); 95% intervals from {} bootstrap replicates over fingers (`whorl::eval::intervals`).\n\n{table}\n{peers}## What the matcher saw\n\n{}\n\n![DET](det.png)\n\nScores: `scores.csv`.\n",
+        "# Accuracy: whorl MCC matcher\n\nCommand: `{}`  \nMachine: {}  \nDate: {}  \nData: {data}  \nScore: {}\n\nProtocol: per database, all genuine pairs (same finger, impressions i<j) and all impostor pairs (different fingers, every impression, unordered). Rates as defined in FVC (Maio et al. 2002); 95% intervals from {} bootstrap replicates over fingers (`whorl::eval::intervals`).\n\n{table}\n{peers}## What the matcher saw\n\n{}\n\n![DET](det.png)\n\nScores: `scores.csv`.\n",
         cmd.join(" "),
         super::machine(),
         super::today(),
+        a.score.describe(),
         e.replicates,
         whorl::eval::provenance::MATCHER,
     );
@@ -128,7 +134,7 @@ fn synthetic(a: &EvalArgs, n: u64) -> Result<()> {
             )
         })
         .collect();
-    let e = Evaluation::run(&matcher, dbs, a.replicates, 1);
+    let e = Evaluation::run_scored(&matcher, a.score, dbs, a.replicates, 1);
     let table = eval::report::table(&e);
     let last = table.lines().last().unwrap_or_default();
     println!("{last}");

@@ -135,11 +135,13 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, synth: &Synth, n: u64, real: &[(Spl
         }
     }
     let head = format!(
-        "\n### Decisions at the default target FPIR {} (ef {})\n\nFNIR: mated searches that are not a hit with the mate first; FPIR: non-mated searches that are a hit, and mated searches in which a subject other than the mate reaches the threshold (the search a probe would be with its mate set aside: the only FPIR the real probes can give here). 95% Clopper-Pearson intervals: {} non-mated searches bound the FPIR to about ±{:.1} points. The built-in impostor model as shipped (its synthetic curves × {:.2}, the correction measured on the real impostors of the calibration part), and its synthetic curves alone, on the same searches.\n\n| probes | n | rate % [95% CI], as shipped | synthetic curves alone |\n|---|---|---|---|\n",
+        "\n### Decisions at the default target FPIR {} (ef {})\n\nFNIR: mated searches that are not a hit with the mate first; FPIR: non-mated searches that are a hit, and mated searches in which a subject other than the mate reaches the threshold (the search a probe would be with its mate set aside: the only FPIR the real probes can give here). 95% Clopper-Pearson intervals: {} non-mated searches bound the FPIR to about ±{:.1} points. The built-in impostor models as shipped: the strongest {} subjects of each search verified by the second, geometric pass and decided on the verified score's model (its synthetic curves × {:.2}), the others ranked on the matcher's (× {:.2}), both corrections measured on the real impostors of the calibration part; and both models' synthetic curves alone, on the same searches.\n\n| probes | n | rate % [95% CI], as shipped | synthetic curves alone |\n|---|---|---|---|\n",
         cfg0.default_fpir,
         efs[0],
         a.non_mated,
         100.0 * 1.96 * (cfg0.default_fpir * (1.0 - cfg0.default_fpir) / a.non_mated.max(1) as f64).sqrt(),
+        whorl::search::plan::VERIFY_TOP,
+        model.verified().map_or(f64::NAN, |v| v.correction_factor()),
         model.correction_factor()
     );
     print!("{head}{decisions}");

@@ -6,7 +6,7 @@
 use super::impostors::{calibration, tally};
 use crate::data::Split;
 use crate::plot::{self, Scale, Series};
-use crate::search::impostor::ImpostorModel;
+use crate::search::impostor::{ImpostorModel, ModelScore};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -49,10 +49,15 @@ fn markdown(
     real: &[(Split, Vec<(u32, f32)>)],
 ) -> Result<String, std::fmt::Error> {
     let mut md = String::new();
-    writeln!(md, "# The impostor model: FMR as a function of the cylinder score\n")?;
+    let (what, file) = match model.score {
+        ModelScore::Matcher => ("the cylinder score", "assets/impostor-mcc-v3.json"),
+        ModelScore::Verified => ("the verified score", "assets/impostor-verified-v1.json"),
+    };
+    writeln!(md, "# The impostor model: FMR as a function of {what}\n")?;
     writeln!(md, "Command: `{}`  ", made.command)?;
     writeln!(md, "Machine: {}  ", made.machine)?;
-    writeln!(md, "Date: {}\n", made.date)?;
+    writeln!(md, "Date: {}  ", made.date)?;
+    writeln!(md, "Model file: `{file}`\n")?;
     writeln!(md, "## What the model saw\n\n{}\n", super::provenance::all())?;
     writeln!(
         md,

@@ -11,7 +11,7 @@
 //! threshold sits at) only the synthetic tail speaks.
 
 use super::intervals::{Estimate, binomial};
-use super::{Database, protocol_pairs};
+use super::{Database, Scoring, protocol_pairs};
 use crate::mcc::{Matcher, Prepared, Scratch};
 use crate::search::impostor::ImpostorModel;
 use crate::synth::Synth;
@@ -20,7 +20,13 @@ use serde::Serialize;
 
 /// `(n_P, score)` of impression 1 of each of `fingers` synthetic fingers
 /// against impression 0 of every other one; `tick` is called once per probe.
-pub fn synthetic_impostors(matcher: &Matcher, synth: &Synth, fingers: u64, tick: impl Fn() + Sync) -> Vec<(u32, f32)> {
+pub fn synthetic_impostors(
+    matcher: &Matcher,
+    scoring: Scoring,
+    synth: &Synth,
+    fingers: u64,
+    tick: impl Fn() + Sync,
+) -> Vec<(u32, f32)> {
     let recs = synth.batch(0..fingers, 0..2);
     let prepared: Vec<Prepared> = recs.par_iter().map(|r| matcher.prepare(&r.template)).collect();
     let probes: Vec<&Prepared> = prepared.iter().skip(1).step_by(2).collect();
@@ -33,10 +39,7 @@ pub fn synthetic_impostors(matcher: &Matcher, synth: &Synth, fingers: u64, tick:
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
-                .map(|(_, g)| {
-                    let parts = matcher.score_parts(p.view(), g.view(), s);
-                    (parts.n_p, parts.score())
-                })
+                .map(|(_, g)| scoring.with_np(matcher, p, g, s))
                 .collect();
             tick();
             row
@@ -46,16 +49,10 @@ pub fn synthetic_impostors(matcher: &Matcher, synth: &Synth, fingers: u64, tick:
 }
 
 /// `(n_P, score)` of the FVC protocol's impostor pairs of `db`.
-pub fn real_impostors(matcher: &Matcher, db: &Database) -> Vec<(u32, f32)> {
+pub fn real_impostors(matcher: &Matcher, scoring: Scoring, db: &Database) -> Vec<(u32, f32)> {
     let prep: Vec<Prepared> = db.entries.par_iter().map(|e| matcher.prepare(&e.template)).collect();
     let (_, pairs) = protocol_pairs(db);
-    pairs
-        .par_iter()
-        .map_init(Scratch::new, |s, &(x, y)| {
-            let p = matcher.score_parts(prep[x].view(), prep[y].view(), s);
-            (p.n_p, p.score())
-        })
-        .collect()
+    pairs.par_iter().map_init(Scratch::new, |s, &(x, y)| scoring.with_np(matcher, &prep[x], &prep[y], s)).collect()
 }
 
 /// The model's expected count of comparisons scoring at least `t` (the sum

@@ -167,14 +167,72 @@ pub struct DbScores {
     pub rates: metrics::Rates,
 }
 
+/// Which score an evaluation measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scoring {
+    /// The cylinder matcher's score ([`Matcher::score`]).
+    #[default]
+    Matcher,
+    /// The score after the second, geometric pass
+    /// ([`Matcher::verify_parts`], [`crate::mcc::consensus`]).
+    Verified,
+}
+
+impl std::str::FromStr for Scoring {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Scoring, String> {
+        match s {
+            "matcher" => Ok(Scoring::Matcher),
+            "verified" => Ok(Scoring::Verified),
+            o => Err(format!("'{o}' is not matcher or verified")),
+        }
+    }
+}
+
+impl Scoring {
+    /// What the score is, for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scoring::Matcher => "the cylinder matcher's score (Γ stage and LSS-R)",
+            Scoring::Verified => {
+                "the verified score: the matcher's score times the share of minutiae a second, geometric pass accepts (`whorl::mcc::consensus`)"
+            }
+        }
+    }
+
+    /// The score of `a` against `b`.
+    pub fn score(self, matcher: &Matcher, a: &Prepared, b: &Prepared, s: &mut Scratch) -> f32 {
+        self.with_np(matcher, a, b, s).1
+    }
+
+    /// `(n_P, score)` of `a` against `b`: the impostor model's strata are by n_P.
+    pub fn with_np(self, matcher: &Matcher, a: &Prepared, b: &Prepared, s: &mut Scratch) -> (u32, f32) {
+        match self {
+            Scoring::Matcher => {
+                let p = matcher.score_parts(a.view(), b.view(), s);
+                (p.n_p, p.score())
+            }
+            Scoring::Verified => {
+                let v = matcher.verify_parts(a.view(), b.view(), s);
+                (v.parts.n_p, v.score())
+            }
+        }
+    }
+}
+
 /// Prepares every template of `db` once and scores the protocol's pairs.
 pub fn evaluate(matcher: &Matcher, db: &Database) -> DbScores {
+    evaluate_scored(matcher, Scoring::Matcher, db)
+}
+
+/// [`evaluate`] with the score `scoring` names.
+pub fn evaluate_scored(matcher: &Matcher, scoring: Scoring, db: &Database) -> DbScores {
     let prepared: Vec<Prepared> = db.entries.par_iter().map(|e| matcher.prepare(&e.template)).collect();
     let (g, i) = protocol_pairs(db);
     let score = |pairs: &[(usize, usize)]| -> Vec<(usize, usize, f32)> {
         pairs
             .par_iter()
-            .map_init(Scratch::new, |s, &(a, b)| (a, b, matcher.score(prepared[a].view(), prepared[b].view(), s)))
+            .map_init(Scratch::new, |s, &(a, b)| (a, b, scoring.score(matcher, &prepared[a], &prepared[b], s)))
             .collect()
     };
     let (genuine, impostor) = (score(&g), score(&i));

@@ -17,10 +17,11 @@ pub const EMBEDDING: &str = "The embedding model (`assets/embed-mph-v2.bin`): le
 synthetic templates of that generator only (no real template).";
 
 /// The impostor model.
-pub const IMPOSTOR: &str = "The impostor model (`assets/impostor-mcc-v3.json`): its curves fitted by `whorl \
-calibrate-impostors` on synthetic impostor comparisons of that generator; one factor on their FMR measured on the \
-real impostor comparisons of the calibration part (FVC2002 DB1_B + DB2_B); checked, not fitted, against the held-out \
-part's.";
+pub const IMPOSTOR: &str = "The impostor models (`assets/impostor-mcc-v3.json` for the matcher's score, \
+`assets/impostor-verified-v1.json` for the verified score that decides on the strongest candidates): their curves \
+fitted by `whorl calibrate-impostors [--score verified]` on synthetic impostor comparisons of that generator; one \
+factor on their FMR measured on the real impostor comparisons of the calibration part (FVC2002 DB1_B + DB2_B); \
+checked, not fitted, against the held-out part's.";
 
 /// All four, as a markdown list.
 pub fn all() -> String {

@@ -7,7 +7,7 @@
 use super::intervals::{self, ByFinger, RateIntervals};
 use super::metrics::Rates;
 use super::report::average;
-use super::{Database, DbScores, evaluate};
+use super::{Database, DbScores, Scoring, evaluate_scored};
 use crate::data::Split;
 use crate::mcc::Matcher;
 
@@ -48,7 +48,18 @@ impl Evaluation {
     /// Scores every database with `matcher` and bootstraps intervals
     /// (`replicates`, seeded by `seed`).
     pub fn run(matcher: &Matcher, dbs: Vec<Database>, replicates: usize, seed: u64) -> Evaluation {
-        let scores: Vec<DbScores> = dbs.iter().map(|d| evaluate(matcher, d)).collect();
+        Evaluation::run_scored(matcher, Scoring::Matcher, dbs, replicates, seed)
+    }
+
+    /// [`Evaluation::run`] with the score `scoring` names.
+    pub fn run_scored(
+        matcher: &Matcher,
+        scoring: Scoring,
+        dbs: Vec<Database>,
+        replicates: usize,
+        seed: u64,
+    ) -> Evaluation {
+        let scores: Vec<DbScores> = dbs.iter().map(|d| evaluate_scored(matcher, scoring, d)).collect();
         Evaluation::from_scores(dbs, scores, replicates, seed)
     }
 

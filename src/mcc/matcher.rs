@@ -3,6 +3,7 @@
 //! computes the same score bit for bit. The hot path allocates nothing:
 //! [`Scratch`] is owned by the caller.
 
+use super::consensus::{self, Consensus, ConsensusScratch, Verified};
 use super::gamma::{self, GammaScratch, PairCounts};
 use super::lssr::{LssrScratch, lssr};
 use super::lut::{Luts, Q16, angle_diff};
@@ -16,6 +17,7 @@ use rayon::prelude::*;
 pub struct Scratch {
     gamma: GammaScratch,
     lssr: LssrScratch,
+    consensus: ConsensusScratch,
 }
 
 impl Scratch {
@@ -142,6 +144,18 @@ impl Matcher {
         self.gamma_stage(a, b, &mut s.gamma);
         let (sum, n_r) = lssr(&self.luts, a, b, &mut s.gamma.keys, n_p, &mut s.lssr);
         ScoreParts { sum, n_p, n_r }
+    }
+
+    /// The matcher's integers and the second, geometric pass
+    /// ([`consensus`]): what decisions on the top candidates rest on.
+    pub fn verify_parts(&self, a: PreparedRef, b: PreparedRef, s: &mut Scratch) -> Verified {
+        let parts = self.score_parts(a, b, s);
+        if parts.n_p == 0 {
+            return Verified::default();
+        }
+        // LSS-R reordered the keys but kept every one of them.
+        let accepted = consensus::accepted(&self.luts, a, b, &mut s.gamma.keys, &mut s.consensus);
+        Verified { parts, consensus: Consensus { accepted, n_a: a.len() as u32, n_b: b.len() as u32 } }
     }
 
     /// The Γ stage as the matcher runs it (its kernel, the direction

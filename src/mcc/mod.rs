@@ -14,8 +14,11 @@
 //!   candidates with rayon. Everything after preparation is integer
 //!   arithmetic ([`lut`]), so the GPU kernels compute the same scores bit
 //!   for bit.
+//! * [`Matcher::verify_parts`] adds a second, geometric pass
+//!   ([`consensus`]) that tolerates distortion, for the top candidates.
 //! * [`threshold`] turns a target false match rate into a score threshold.
 
+pub mod consensus;
 pub mod cylinder;
 pub mod gamma;
 mod hull;
@@ -31,6 +34,7 @@ pub mod params;
 pub mod prepared;
 pub mod threshold;
 
+pub use consensus::{Consensus, Verified};
 pub use gamma::PairCounts;
 pub use matcher::{Kernel, Matcher, ScoreParts, Scratch};
 pub use params::MccParams;

@@ -176,11 +176,25 @@ pub fn score(
     let mut queries: Vec<rescore::Query<'_>> =
         probe.iter().map(|p| rescore::Query { probe: p.prepared.view(), candidates: Vec::new() }).collect();
     let mut order: Vec<Vec<&TemplateRef>> = vec![Vec::new(); probe.len()];
+    let mut scratch = crate::mcc::Scratch::new();
     for pair in pairs {
         let f = pair.finger as usize;
         let (Some(q), Some((v, ts))) = (queries.get_mut(f), templates.get(&pair.template.subject)) else { continue };
         let Some(&(src, _)) = ts.get(pair.template.ordinal as usize) else { continue };
         let (prepared, location) = prepared_of(&v.snap, src)?;
+        if pair.verify {
+            // The top candidates' second pass: few pairs, on the CPU with
+            // either backend (the GPU's integers are the CPU's).
+            plan_check(cancel)?;
+            let v = searcher.matcher().verify_parts(q.probe, prepared, &mut scratch);
+            out.scores.push(PairScore {
+                finger: f as u32,
+                template: pair.template.clone(),
+                parts: v.parts,
+                consensus: Some(v.consensus),
+            });
+            continue;
+        }
         q.candidates.push(rescore::Candidate { prepared, location });
         order[f].push(&pair.template);
     }
@@ -193,10 +207,14 @@ pub fn score(
     })?;
     for (f, (refs, sc)) in order.iter().zip(scores).enumerate() {
         for (t, parts) in refs.iter().zip(sc) {
-            out.scores.push(PairScore { finger: f as u32, template: (*t).clone(), parts });
+            out.scores.push(PairScore { finger: f as u32, template: (*t).clone(), parts, consensus: None });
         }
     }
     Ok(out)
+}
+
+fn plan_check(cancel: &Cancel) -> Result<(), SearchError> {
+    cancel.check().map_err(|e| stopped(e, "verify"))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -392,6 +392,7 @@ impl Searcher {
                         finger: f as u32,
                         group: view.group,
                         template: plan::TemplateRef { subject: Arc::clone(subject), ordinal: o as u32 },
+                        verify: false,
                     },
                 )
             })

@@ -118,8 +118,12 @@ pub struct SubjectMatch {
     pub subject: String,
     /// Fused score: −log10 of the chance an impostor subject does as well.
     pub fused: f64,
-    /// Whether `fused` reaches the threshold.
+    /// Whether `fused` reaches the threshold (only a verified subject can).
     pub hit: bool,
+    /// Whether the second, geometric pass verified it (the strongest
+    /// subjects of a search): its scores and `fused` are then the verified
+    /// score's.
+    pub verified: bool,
     /// Per-finger scores.
     pub fingers: Vec<FingerScore>,
     /// The subject's labels.

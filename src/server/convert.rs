@@ -240,6 +240,7 @@ fn candidate(rank: usize, m: SubjectMatch) -> pb::Candidate {
         subject_id: m.subject,
         fused_score: m.fused,
         hit: m.hit,
+        verified: m.verified,
         fingers: m
             .fingers
             .into_iter()

@@ -295,6 +295,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         writes: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_writes_in_flight)),
         notifier: notifier.clone(),
         metrics_addr: OnceLock::new(),
+        opened: std::sync::atomic::AtomicBool::new(false),
         cfg,
     });
     let services = Services::new(Arc::clone(&st));
@@ -355,6 +356,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
         for s in SERVICES {
             reporter.set_service_status(s, ServingStatus::Serving).await;
         }
+        st_load.opened.store(true, std::sync::atomic::Ordering::Release);
         if let Ok(mut w) = watcher2.lock() {
             *w = Some(tokio::spawn(health::watch_saturation(Arc::clone(&st_load), reporter)));
         }
@@ -453,10 +455,13 @@ pub async fn start(cfg: Config) -> Result<Running, ServeError> {
 }
 
 impl Running {
-    /// Whether every gallery is settled (open or failed) and one serves.
+    /// Whether every gallery is settled (open or failed), one serves, and
+    /// health says SERVING.
     pub fn ready(&self) -> bool {
         let all = self.state.catalog.all();
-        all.iter().all(|e| e.settled()) && all.iter().any(|e| e.serving().is_some())
+        all.iter().all(|e| e.settled())
+            && all.iter().any(|e| e.serving().is_some())
+            && self.state.opened.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Waits until every gallery is settled and one serves (or all failed).

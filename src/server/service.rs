@@ -71,6 +71,9 @@ pub struct State {
     pub notifier: Option<Arc<Notifier>>,
     /// Where `/metrics` is served, once bound (Stats reports it).
     pub metrics_addr: OnceLock<std::net::SocketAddr>,
+    /// Set once the opening is over and health reports SERVING (after
+    /// the galleries opened and resident shards were synced).
+    pub opened: std::sync::atomic::AtomicBool,
 }
 
 /// What every gallery's searcher shares.

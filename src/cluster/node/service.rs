@@ -235,6 +235,10 @@ pub fn scored_to_pb(s: Scored, backend: String) -> pb::ScoreResponse {
                 sum: p.parts.sum,
                 n_p: p.parts.n_p,
                 n_r: p.parts.n_r,
+                verified: p.consensus.is_some(),
+                accepted: p.consensus.map_or(0, |c| c.accepted),
+                n_a: p.consensus.map_or(0, |c| c.n_a),
+                n_b: p.consensus.map_or(0, |c| c.n_b),
             })
             .collect(),
         backend,
@@ -294,6 +298,7 @@ impl node_server::Node for NodeService {
                 finger: p.finger,
                 group: p.group,
                 template: TemplateRef { subject: p.subject.into(), ordinal: p.ordinal },
+                verify: p.verify,
             })
             .collect();
         let me = self.clone();

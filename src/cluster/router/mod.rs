@@ -198,6 +198,7 @@ impl Router {
                         finger: f as u32,
                         group,
                         template: TemplateRef { subject: Arc::clone(&subject), ordinal: o as u32 },
+                        verify: false,
                     });
                 }
             }

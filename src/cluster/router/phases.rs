@@ -100,6 +100,7 @@ fn scored_from_pb(r: pb::ScoreResponse) -> Scored {
                 finger: p.finger,
                 template: TemplateRef { subject: p.subject.into(), ordinal: p.ordinal },
                 parts: crate::mcc::ScoreParts { sum: p.sum, n_p: p.n_p, n_r: p.n_r },
+                consensus: p.verified.then_some(crate::mcc::Consensus { accepted: p.accepted, n_a: p.n_a, n_b: p.n_b }),
             })
             .collect(),
     }
@@ -305,6 +306,7 @@ impl<'a> RemotePhases<'a> {
                     group: p.group,
                     subject: p.template.subject.to_string(),
                     ordinal: p.template.ordinal,
+                    verify: p.verify,
                 })
                 .collect(),
         });

@@ -6,7 +6,9 @@
 //! The model is fitted once, offline, on tens of millions of impostor
 //! comparisons of synthetic fingers (whose score distributions are
 //! calibrated on FVC2002, see `benches/reports/synth-calibration`) by
-//! `whorl calibrate-impostors`, and ships as `assets/impostor-mcc-v3.json`:
+//! `whorl calibrate-impostors`, and ships as `assets/impostor-mcc-v3.json`
+//! (the verified score's, `--score verified`, as
+//! `assets/impostor-verified-v1.json`, attached by [`ImpostorModel::builtin`]):
 //!
 //! * the body is the empirical survival function, kept as knots at FMR
 //!   levels 10^(−k/20) and interpolated linearly in ln FMR;
@@ -85,6 +87,25 @@ pub struct ImpostorModel {
     /// curves as they are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub real_correction: Option<RealCorrection>,
+    /// Which score the curves are of (absent in older files: the matcher's).
+    #[serde(default)]
+    pub score: ModelScore,
+    /// The model of the verified score, which decisions on the top
+    /// candidates use ([`crate::mcc::consensus`]); attached by
+    /// [`ImpostorModel::builtin`], never stored in a file.
+    #[serde(skip)]
+    pub verified: Option<Box<ImpostorModel>>,
+}
+
+/// Which score a model's curves are of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelScore {
+    /// The cylinder matcher's ([`crate::mcc::ScoreParts::score`]).
+    #[default]
+    Matcher,
+    /// The verified score ([`crate::mcc::Verified::score`]).
+    Verified,
 }
 
 /// How much more often real impostors reach a promised FMR than the
@@ -168,7 +189,10 @@ pub enum ModelError {
 /// The model that ships with whorl.
 pub const BUILTIN: &str = include_str!("../../../assets/impostor-mcc-v3.json");
 /// The built-in model's name, as replies and events report it.
-pub const BUILTIN_NAME: &str = "impostor-mcc-v3";
+pub const BUILTIN_NAME: &str = "impostor-mcc-v3+verified-v1";
+/// The built-in model of the verified score (`whorl calibrate-impostors
+/// --score verified`).
+pub const BUILTIN_VERIFIED: &str = include_str!("../../../assets/impostor-verified-v1.json");
 
 impl ImpostorModel {
     /// Fits the model on impostor comparisons `(n_P, score)`.
@@ -219,6 +243,8 @@ impl ImpostorModel {
             comparisons: comparisons.len() as u64,
             strata,
             real_correction: None,
+            score: ModelScore::Matcher,
+            verified: None,
         })
     }
 
@@ -253,13 +279,30 @@ impl ImpostorModel {
     }
 
     /// The model that ships with whorl, checked against the cylinder
-    /// parameters `mcc_params_crc`.
+    /// parameters `mcc_params_crc`, with the verified score's model attached.
     pub fn builtin(mcc_params_crc: u32) -> Result<ImpostorModel, ModelError> {
-        let m = ImpostorModel::from_json(BUILTIN)?;
+        let mut m = ImpostorModel::checked(BUILTIN, ModelScore::Matcher, mcc_params_crc)?;
+        m.verified = Some(Box::new(ImpostorModel::checked(BUILTIN_VERIFIED, ModelScore::Verified, mcc_params_crc)?));
+        Ok(m)
+    }
+
+    fn checked(text: &str, score: ModelScore, mcc_params_crc: u32) -> Result<ImpostorModel, ModelError> {
+        let m = ImpostorModel::from_json(text)?;
         if m.mcc_params_crc != mcc_params_crc {
             return Err(ModelError::Mismatch { found: m.mcc_params_crc, expected: mcc_params_crc });
         }
+        if m.score != score {
+            return Err(ModelError::Unreadable(format!(
+                "a model of the {:?} score where the {score:?} one belongs",
+                m.score
+            )));
+        }
         Ok(m)
+    }
+
+    /// The verified score's model, when attached.
+    pub fn verified(&self) -> Option<&ImpostorModel> {
+        self.verified.as_deref()
     }
 
     /// The JSON text of the model.
@@ -294,9 +337,10 @@ impl ImpostorModel {
     }
 
     /// The same model without its real-data correction: the synthetic
-    /// curves alone.
+    /// curves alone (the verified score's model too).
     pub fn synthetic_curves(&self) -> ImpostorModel {
-        ImpostorModel { real_correction: None, ..self.clone() }
+        let verified = self.verified.as_ref().map(|v| Box::new(v.synthetic_curves()));
+        ImpostorModel { real_correction: None, verified, ..self.clone() }
     }
 
     /// The correction's multiplier (1 without one).
@@ -400,6 +444,14 @@ mod tests {
         let m = ImpostorModel::builtin(crc).unwrap();
         assert!(m.comparisons >= 10_000_000);
         assert!(ImpostorModel::builtin(crc ^ 1).is_err());
+        // The verified score's model rides along, and neither file passes for the other.
+        let v = m.verified().expect("the verified score's model is attached");
+        assert_eq!((m.score, v.score), (ModelScore::Matcher, ModelScore::Verified));
+        assert!(v.comparisons >= 10_000_000 && v.real_correction.is_some() && v.verified().is_none());
+        assert!(ImpostorModel::checked(BUILTIN_VERIFIED, ModelScore::Matcher, crc).is_err());
+        assert!(ImpostorModel::checked(BUILTIN, ModelScore::Verified, crc).is_err());
+        // A verified score is smaller than the matcher's for the same pair, and worth more.
+        assert!(v.ln_fmr(12, 0.03) < m.ln_fmr(12, 0.03));
         // Corrected on real impostors: they pass more often than synthetic ones.
         let c = m.real_correction.as_ref().expect("the built-in model carries its real-data correction");
         assert!(c.factor > 1.0 && c.factor < 10.0 && c.comparisons >= 5000, "{c:?}");

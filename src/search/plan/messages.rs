@@ -4,7 +4,7 @@
 //! list is kept in ([`cand_order`]). The cluster converts them to and from
 //! its protobuf messages (`cluster::router`, `cluster::node`).
 
-use crate::mcc::ScoreParts;
+use crate::mcc::{Consensus, ScoreParts, Verified};
 use crate::template::FingerPosition;
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -108,6 +108,9 @@ pub struct Pair {
     pub group: u32,
     /// The template.
     pub template: TemplateRef,
+    /// Whether the second, geometric pass runs too (the top candidates:
+    /// [`crate::mcc::consensus`]).
+    pub verify: bool,
 }
 
 /// The comparison of a [`Pair`].
@@ -119,6 +122,15 @@ pub struct PairScore {
     pub template: TemplateRef,
     /// The matcher's integers.
     pub parts: ScoreParts,
+    /// The second pass's, when the pair asked for it.
+    pub consensus: Option<Consensus>,
+}
+
+impl PairScore {
+    /// The verified comparison, when the second pass ran.
+    pub fn verified(&self) -> Option<Verified> {
+        self.consensus.map(|consensus| Verified { parts: self.parts, consensus })
+    }
 }
 
 /// What a re-scoring phase returns: the scores, and every subject a pair

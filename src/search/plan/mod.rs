@@ -9,9 +9,21 @@
 //!  phase 3  round 2      ten-prints: the other fingers of the strongest
 //!                        candidate subjects are re-scored
 //!  fuse                  per subject, Fisher fusion of the per-finger
-//!                        evidence; ranked; decided against the threshold
-//!                        for the summed subject count of every part
+//!                        evidence; ranked
+//!  phase 4  verification the best template per finger of the VERIFY_TOP
+//!                        strongest subjects is compared again with the
+//!                        second, geometric pass (`mcc::consensus`); they
+//!                        are fused anew on the verified score's model,
+//!                        ranked first, and only they can be a hit, decided
+//!                        against the threshold for the summed subject
+//!                        count of every part
 //! ```
+//!
+//! Why only verified subjects can be a hit: the verified model promises
+//! that an impostor subject's verified evidence passes the threshold with
+//! probability p*; verifying a subset of the subjects can only lower the
+//! chance that some impostor passes, so the FPIR promised for N subjects
+//! still holds (Šidák over N, as before).
 //!
 //! The phases are the [`Phases`] trait: [`super::local`] runs them on the
 //! galleries of this process, the cluster router on remote nodes. What
@@ -24,19 +36,21 @@
 //! ([`ScoreParts`]) and fusion happens here, once, so a cluster's scores
 //! are bit-identical to a single node's.
 
+mod book;
 mod messages;
+
+use book::{Book, best_template, comparable_ordinals, fuse_subject, rank_order, round2_subjects};
 
 pub use messages::{
     Cand, Found, GroupSize, Pair, PairScore, Scored, SubjectInfo, TemplateInfo, TemplateRef, cand_order,
 };
 
-use super::fusion::{self, FingerEvidence, OperatingPoint};
+use super::fusion::OperatingPoint;
 use super::impostor::ImpostorModel;
-use super::{Decision, FingerScore, SearchError, SubjectMatch, stopped};
+use super::{Decision, SearchError, SubjectMatch, stopped};
 use crate::cancel::Cancel;
-use crate::mcc::ScoreParts;
 use crate::template::FingerPosition;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +64,9 @@ pub trait Phases {
     /// Re-scores `pairs` (phases 2 and 3).
     fn score(&self, pairs: Vec<Pair>) -> impl Future<Output = Result<Scored, SearchError>> + Send;
 }
+
+/// Subjects the second pass verifies (phase 4): the strongest after fusion.
+pub const VERIFY_TOP: usize = 10;
 
 /// What the plan needs besides the phases.
 #[derive(Debug, Clone)]
@@ -75,7 +92,7 @@ pub struct Plan<'a> {
 pub struct PlanTimings {
     /// Phase 1.
     pub candidates: Duration,
-    /// Phases 2 and 3.
+    /// Phases 2, 3 and 4.
     pub rescore: Duration,
     /// Fusion and ranking.
     pub fuse: Duration,
@@ -110,32 +127,6 @@ pub fn comparable(p: FingerPosition, g: FingerPosition) -> bool {
     !p.is_known() || !g.is_known() || p == g
 }
 
-/// Everything the re-scoring phases returned, indexed.
-#[derive(Debug, Default)]
-struct Book {
-    subjects: HashMap<Arc<str>, SubjectInfo>,
-    order: Vec<Arc<str>>,
-    scores: HashMap<(u32, TemplateRef), ScoreParts>,
-}
-
-impl Book {
-    fn add(&mut self, s: Scored) {
-        for info in s.subjects {
-            if !self.subjects.contains_key(&info.subject) {
-                self.order.push(Arc::clone(&info.subject));
-                self.subjects.insert(Arc::clone(&info.subject), info);
-            }
-        }
-        for p in s.scores {
-            self.scores.insert((p.finger, p.template), p.parts);
-        }
-    }
-
-    fn score(&self, finger: u32, subject: &Arc<str>, ordinal: u32) -> Option<&ScoreParts> {
-        self.scores.get(&(finger, TemplateRef { subject: Arc::clone(subject), ordinal }))
-    }
-}
-
 /// Runs the plan over `phases`.
 pub async fn identify<P: Phases>(phases: &P, plan: &Plan<'_>) -> Result<Outcome, SearchError> {
     let positions = phases.positions();
@@ -151,7 +142,12 @@ pub async fn identify<P: Phases>(phases: &P, plan: &Plan<'_>) -> Result<Outcome,
         .iter()
         .enumerate()
         .flat_map(|(f, l)| {
-            l.iter().map(move |c| Pair { finger: f as u32, group: c.group, template: c.template.clone() })
+            l.iter().map(move |c| Pair {
+                finger: f as u32,
+                group: c.group,
+                template: c.template.clone(),
+                verify: false,
+            })
         })
         .collect();
     let mut book = Book::default();
@@ -172,6 +168,7 @@ pub async fn identify<P: Phases>(phases: &P, plan: &Plan<'_>) -> Result<Outcome,
                         finger: f as u32,
                         group: info.group,
                         template: TemplateRef { subject: Arc::clone(s), ordinal },
+                        verify: false,
                     }));
                 }
             }
@@ -180,48 +177,87 @@ pub async fn identify<P: Phases>(phases: &P, plan: &Plan<'_>) -> Result<Outcome,
             book.add(phases.score(extra).await?);
         }
     }
-    timings.rescore = t2.elapsed();
     check(&plan.cancel, "rescore")?;
 
-    // Fuse per subject, rank, decide.
+    // Fuse per subject, rank.
     let t3 = Instant::now();
     let mut ranked: Vec<(f64, SubjectMatch)> =
-        book.order.iter().map(|s| fuse_subject(plan.model, &positions, &book.subjects[s], &book)).collect();
-    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.subject.cmp(&b.1.subject)));
+        book.order.iter().map(|s| fuse_subject(plan.model, &positions, &book.subjects[s], &book, None)).collect();
+    ranked.sort_by(rank_order);
+    timings.fuse = t3.elapsed();
+
+    // Phase 4: the strongest subjects verified, fused anew, ranked first.
+    if let Some(vm) = plan.model.verified() {
+        let top: Vec<Arc<str>> = ranked
+            .iter()
+            .take(VERIFY_TOP)
+            .filter_map(|(_, m)| book.subjects.get_key_value(m.subject.as_str()).map(|(k, _)| Arc::clone(k)))
+            .collect();
+        let pairs: Vec<Pair> = top
+            .iter()
+            .flat_map(|s| {
+                let info = &book.subjects[s];
+                positions.iter().enumerate().filter_map(|(f, p)| {
+                    best_template(plan.model, info, f as u32, *p, &book).map(|(ordinal, _)| Pair {
+                        finger: f as u32,
+                        group: info.group,
+                        template: TemplateRef { subject: Arc::clone(s), ordinal },
+                        verify: true,
+                    })
+                })
+            })
+            .collect();
+        if !pairs.is_empty() {
+            book.add(phases.score(pairs).await?);
+            check(&plan.cancel, "verify")?;
+        }
+        let t4 = Instant::now();
+        let mut head: Vec<(f64, SubjectMatch)> =
+            top.iter().map(|s| fuse_subject(plan.model, &positions, &book.subjects[s], &book, Some(vm))).collect();
+        head.sort_by(rank_order);
+        let rest = ranked.split_off(head.len().min(ranked.len()));
+        ranked = head;
+        ranked.extend(rest);
+        timings.fuse += t4.elapsed();
+    }
+    timings.rescore = t2.elapsed().saturating_sub(timings.fuse);
     let n: u64 = found.groups.iter().map(|g| g.subjects).sum();
     let op = operating_point(plan.decision, n);
+    let verifying = plan.model.verified().is_some();
     let candidates: Vec<SubjectMatch> = ranked
         .into_iter()
         .take(plan.want)
         .map(|(_, mut m)| {
-            m.hit = m.fused >= op.threshold;
+            m.hit = m.fused >= op.threshold && (m.verified || !verifying);
             m
         })
         .collect();
-    timings.fuse = t3.elapsed();
     Ok(Outcome {
         hit: candidates.first().is_some_and(|c| c.hit),
         candidates,
         operating_point: op,
-        comparisons: book.scores.len(),
+        comparisons: book.comparisons(),
         generation: found.groups.iter().map(|g| g.generation).sum(),
         groups: found.groups,
         timings,
     })
 }
 
-/// 1:1: scores `pairs` (the comparable pairs of one subject) and fuses
+/// 1:1: scores `pairs` (the comparable pairs of one subject, all verified
+/// by the second pass when the model has its verified part) and fuses
 /// them, decided as a gallery of one subject.
 pub async fn score_subject<P: Phases>(phases: &P, plan: &Plan<'_>, pairs: Vec<Pair>) -> Result<Outcome, SearchError> {
     let positions = phases.positions();
     let mut book = Book::default();
+    let verified = plan.model.verified();
+    let pairs = pairs.into_iter().map(|p| Pair { verify: verified.is_some(), ..p }).collect();
     book.add(phases.score(pairs).await?);
     let op = operating_point(plan.decision, 1);
     let candidates: Vec<SubjectMatch> = book
         .order
         .iter()
         .map(|s| {
-            let (_, mut m) = fuse_subject(plan.model, &positions, &book.subjects[s], &book);
+            let (_, mut m) = fuse_subject(plan.model, &positions, &book.subjects[s], &book, verified);
             m.hit = m.fused >= op.threshold;
             m
         })
@@ -230,7 +266,7 @@ pub async fn score_subject<P: Phases>(phases: &P, plan: &Plan<'_>, pairs: Vec<Pa
         hit: candidates.first().is_some_and(|c| c.hit),
         candidates,
         operating_point: op,
-        comparisons: book.scores.len(),
+        comparisons: book.comparisons(),
         generation: 0,
         groups: Vec::new(),
         timings: PlanTimings::default(),
@@ -243,97 +279,6 @@ pub fn operating_point(decision: Decision, subjects: u64) -> OperatingPoint {
         Decision::Fpir(f) => OperatingPoint::for_fpir(f, subjects),
         Decision::Threshold(t) => OperatingPoint::for_threshold(t, subjects),
     }
-}
-
-fn comparable_ordinals(info: &SubjectInfo, p: FingerPosition) -> impl Iterator<Item = u32> + '_ {
-    info.templates.iter().enumerate().filter(move |(_, t)| comparable(p, t.position)).map(|(o, _)| o as u32)
-}
-
-/// The subjects worth a second round: all when few, else the strongest by
-/// round-1 evidence (the sum over fingers of the best ln FMR), at least
-/// four times the candidates asked for. A subject left out keeps the
-/// fingers round 1 scored, and [`fuse_subject`] counts each of its other
-/// comparable fingers as a finger without evidence (p = 1): Fisher's
-/// P(k, x) falls as x grows, so its fused score is at most what a full
-/// round would give. Leaving subjects out can therefore neither lift an
-/// impostor above the threshold (the FPIR can only fall) nor rank anyone
-/// higher than a full round would. (Counting only the scored fingers does
-/// the opposite: P(1, x) < P(k, x), so one lucky finger alone outranked a
-/// mate whose other fingers were scored.)
-fn round2_subjects(plan: &Plan<'_>, positions: &[FingerPosition], book: &Book) -> Vec<Arc<str>> {
-    let limit = if plan.round2_subjects == 0 { usize::MAX } else { plan.round2_subjects.max(4 * plan.want) };
-    if book.order.len() <= limit {
-        return book.order.clone();
-    }
-    let mut strength: Vec<(f64, &Arc<str>)> = book
-        .order
-        .iter()
-        .map(|s| {
-            let info = &book.subjects[s];
-            let mut ln = 0.0;
-            for f in 0..positions.len() {
-                let best = (0..info.templates.len() as u32)
-                    .filter_map(|o| book.score(f as u32, s, o))
-                    .map(|p| plan.model.ln_fmr(p.n_p, p.score()))
-                    .fold(0.0f64, f64::min);
-                ln += best;
-            }
-            (ln, s)
-        })
-        .collect();
-    strength.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-    strength.into_iter().take(limit).map(|(_, s)| Arc::clone(s)).collect()
-}
-
-fn fuse_subject(
-    model: &ImpostorModel,
-    positions: &[FingerPosition],
-    info: &SubjectInfo,
-    book: &Book,
-) -> (f64, SubjectMatch) {
-    let mut evidence: Vec<FingerEvidence> = Vec::new();
-    let mut fingers = Vec::new();
-    for (f, p) in positions.iter().enumerate() {
-        let comp: Vec<u32> = comparable_ordinals(info, *p).collect();
-        let best = comp.iter().filter_map(|&o| book.score(f as u32, &info.subject, o).map(|parts| (o, *parts))).max_by(
-            |a, b| {
-                let (ea, eb) = (model.ln_fmr(a.1.n_p, a.1.score()), model.ln_fmr(b.1.n_p, b.1.score()));
-                // Lowest ln FMR is the strongest; ties go to the lowest ordinal.
-                eb.total_cmp(&ea).then_with(|| b.0.cmp(&a.0))
-            },
-        );
-        let Some((o, parts)) = best else {
-            if !comp.is_empty() {
-                // Comparable but not scored (left out of round 2): a finger
-                // without evidence, p = 1 (see round2_subjects).
-                evidence.push(FingerEvidence { ln_fmr: 0.0, tries: comp.len() });
-            }
-            continue;
-        };
-        let ev = fusion::evidence(model, &parts, comp.len());
-        evidence.push(ev);
-        let t = &info.templates[o as usize];
-        fingers.push(FingerScore {
-            probe_finger: f,
-            position: t.position.0,
-            score: parts.score(),
-            n_p: parts.n_p,
-            decades: fusion::decades(fusion::ln_sidak(ev.ln_fmr, ev.tries)),
-            tries: ev.tries,
-            source: t.source.clone(),
-        });
-    }
-    let ln_p = fusion::fuse(&evidence);
-    (
-        ln_p,
-        SubjectMatch {
-            subject: info.subject.to_string(),
-            fused: fusion::decades(ln_p),
-            hit: false,
-            fingers,
-            labels: info.labels.clone(),
-        },
-    )
 }
 
 /// Distinct subjects, in first-seen order, of `pairs`.
