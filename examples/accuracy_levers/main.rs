@@ -11,6 +11,9 @@
 //! geometric pass"): the mode `second` scores the FVC protocol's pairs with
 //! the matcher and a greedy consolidation after it, and prints EER and
 //! FMR1000 (averages over the databases) of each and of their fusions.
+//! Its greedy form with R_LOC 1000 and pool 3 ships as
+//! `whorl::mcc::consensus`; the mode keeps the variants it was chosen
+//! among, and `tail` measures the shipped pass at search FMRs.
 //!
 //! ```text
 //! cargo run --release --example accuracy_levers -- vlad K D_BINS AB_BINS D_MAX FINGERS DOUT ALPHA [base]
