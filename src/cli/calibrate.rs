@@ -23,7 +23,7 @@ pub struct CalibrateArgs {
     #[arg(long, default_value_t = 4242)]
     seed: u64,
     /// Which score the model is fitted on: `matcher`, or `verified` (with
-    /// the second, geometric pass; not loaded by the search path yet).
+    /// the second, geometric pass, which decides on the strongest candidates).
     #[arg(long, default_value = "matcher")]
     score: whorl::eval::Scoring,
     /// Model file to write (default: assets/impostor-mcc-v3.json, or
@@ -61,18 +61,19 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     let crc = whorl::shard::mcc_params_crc(matcher.params());
-    let command = match a.score {
-        whorl::eval::Scoring::Matcher => format!("whorl calibrate-impostors --fingers {} --seed {}", a.fingers, a.seed),
-        whorl::eval::Scoring::Verified => {
-            format!("whorl calibrate-impostors --fingers {} --seed {} --score verified", a.fingers, a.seed)
-        }
-    };
+    let verified = a.score == whorl::eval::Scoring::Verified;
+    let command = format!(
+        "whorl calibrate-impostors --fingers {} --seed {}{}",
+        a.fingers,
+        a.seed,
+        if verified { " --score verified" } else { "" }
+    );
     let source = format!(
         "{command}: {}; curves fitted on impression 1 of each synthetic finger against impression 0 of every other (generator calibrated on FVC2002 DB1_B+DB2_B only); level corrected on the real impostors of FVC2002 DB1_B+DB2_B; DB3_B+DB4_B not used",
         a.score.describe()
     );
     let mut model = ImpostorModel::fit(&comparisons, crc, source)?;
-    if a.score == whorl::eval::Scoring::Verified {
+    if verified {
         model.score = whorl::search::impostor::ModelScore::Verified;
     }
     let calibration_part = &real[0].1;

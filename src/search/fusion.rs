@@ -29,7 +29,6 @@
 //! non-mated searches) is in `benches/reports/serving/`.
 
 use super::impostor::ImpostorModel;
-use crate::mcc::ScoreParts;
 use serde::Serialize;
 
 const LN_10: f64 = std::f64::consts::LN_10;
@@ -127,9 +126,10 @@ impl OperatingPoint {
     }
 }
 
-/// The evidence of the best of `tries` comparisons, which scored `parts`.
-pub fn evidence(model: &ImpostorModel, parts: &ScoreParts, tries: usize) -> FingerEvidence {
-    FingerEvidence { ln_fmr: model.ln_fmr(parts.n_p, parts.score()), tries: tries.max(1) }
+/// The evidence of the best of `tries` comparisons, which scored `score`
+/// on `n_p` cylinder pairs under `model`.
+pub fn evidence(model: &ImpostorModel, n_p: u32, score: f32, tries: usize) -> FingerEvidence {
+    FingerEvidence { ln_fmr: model.ln_fmr(n_p, score), tries: tries.max(1) }
 }
 
 #[cfg(test)]

@@ -185,7 +185,7 @@ pub fn score(
         if pair.verify {
             // The top candidates' second pass: few pairs, on the CPU with
             // either backend (the GPU's integers are the CPU's).
-            plan_check(cancel)?;
+            cancel.check().map_err(|e| stopped(e, "verify"))?;
             let v = searcher.matcher().verify_parts(q.probe, prepared, &mut scratch);
             out.scores.push(PairScore {
                 finger: f as u32,
@@ -211,10 +211,6 @@ pub fn score(
         }
     }
     Ok(out)
-}
-
-fn plan_check(cancel: &Cancel) -> Result<(), SearchError> {
-    cancel.check().map_err(|e| stopped(e, "verify"))
 }
 
 #[allow(clippy::too_many_arguments)]

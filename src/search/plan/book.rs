@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub(super) struct Book {
     pub(super) subjects: HashMap<Arc<str>, SubjectInfo>,
     pub(super) order: Vec<Arc<str>>,
-    pub(super) scores: HashMap<(u32, TemplateRef), ScoreParts>,
+    scores: HashMap<(u32, TemplateRef), ScoreParts>,
     verified: HashMap<(u32, TemplateRef), Verified>,
 }
 
@@ -146,7 +146,7 @@ pub(super) fn fuse_subject(
             }
             continue;
         };
-        let ev = FingerEvidence { ln_fmr: verified.unwrap_or(model).ln_fmr(n_p, score), tries: comp.max(1) };
+        let ev = fusion::evidence(verified.unwrap_or(model), n_p, score, comp);
         evidence.push(ev);
         let t = &info.templates[o as usize];
         fingers.push(FingerScore {
