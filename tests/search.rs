@@ -171,7 +171,7 @@ fn enrolments_and_deletions_are_seen_at_once_and_filters_hold() {
 /// and the scores are the matcher's.
 #[test]
 fn the_strongest_candidates_are_verified_by_the_second_pass() {
-    use whorl::search::plan::VERIFY_TOP;
+    let verify_top = SearchConfig::default().verify_subjects;
     let (dir, g) = gallery("second");
     let m = Matcher::default();
     let pop = population();
@@ -179,10 +179,10 @@ fn the_strongest_candidates_are_verified_by_the_second_pass() {
     let (mut mates, mut searches) = (0, 0);
     for subject in [3u64, 8, 15, 22, 31, 47] {
         let probe: Vec<Template> = pop.templates(subject, 1).into_iter().take(1).collect();
-        let r = s.identify(&Query { max_candidates: VERIFY_TOP + 5, ..query(probe.clone()) }).unwrap();
-        assert!(r.candidates.len() > VERIFY_TOP, "{} candidates", r.candidates.len());
+        let r = s.identify(&Query { max_candidates: verify_top + 5, ..query(probe.clone()) }).unwrap();
+        assert!(r.candidates.len() > verify_top, "{} candidates", r.candidates.len());
         let head = r.candidates.iter().take_while(|c| c.verified).count();
-        assert_eq!(head, VERIFY_TOP, "the strongest {VERIFY_TOP} are verified, first");
+        assert_eq!(head, verify_top, "the strongest {verify_top} are verified, first");
         assert!(r.candidates.iter().skip(head).all(|c| !c.verified && !c.hit));
         assert!(r.candidates.windows(2).take(head - 1).all(|w| w[0].fused >= w[1].fused), "verified ones ranked");
         let top = &r.candidates[0];
@@ -212,6 +212,25 @@ fn the_strongest_candidates_are_verified_by_the_second_pass() {
     // 1:1 is verified too.
     let v = s.verify(&Subjects::id(3), &probe, None, None).unwrap();
     assert!(v.candidates[0].verified && v.hit);
+    // The setting: 3 verifies the strongest 3; 0 turns the pass off, 1:1
+    // too, and the matcher's scores and model decide.
+    let cfg = |n| SearchConfig { verify_subjects: n, ..SearchConfig::default() };
+    let three = searcher(&g, cfg(3)).identify(&query(probe.clone())).unwrap();
+    assert_eq!(three.candidates.iter().take_while(|c| c.verified).count(), 3);
+    assert!(three.candidates.iter().skip(3).all(|c| !c.verified && !c.hit));
+    let off = searcher(&g, cfg(0));
+    let r0 = off.identify(&query(probe.clone())).unwrap();
+    assert!(r0.candidates.iter().all(|c| !c.verified) && r0.candidates[0].subject == Subjects::id(3));
+    assert_eq!(r0.candidates[0].fingers[0].score, r.candidates[0].fingers[0].score, "the matcher's score");
+    let v0 = off.verify(&Subjects::id(3), &probe, None, None).unwrap();
+    assert!(!v0.candidates[0].verified);
+    let err = Searcher::new(
+        Arc::clone(&g),
+        Arc::new(CpuRescorer::new(Matcher::default())),
+        ImpostorModel::builtin(whorl::shard::mcc_params_crc(&MccParams::default())).unwrap(),
+        cfg(whorl::search::MAX_VERIFY_SUBJECTS + 1),
+    );
+    assert!(matches!(err, Err(SearchError::Invalid(m)) if m.contains("verify_subjects")));
     let _ = std::fs::remove_dir_all(dir);
 }
 

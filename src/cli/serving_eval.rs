@@ -140,7 +140,7 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, synth: &Synth, n: u64, real: &[(Spl
         efs[0],
         a.non_mated,
         100.0 * 1.96 * (cfg0.default_fpir * (1.0 - cfg0.default_fpir) / a.non_mated.max(1) as f64).sqrt(),
-        whorl::search::plan::VERIFY_TOP,
+        cfg0.verify_subjects,
         model.verified().map_or(f64::NAN, |v| v.correction_factor()),
         model.correction_factor()
     );

@@ -52,7 +52,10 @@ use rayon::prelude::*;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
-pub use types::{Decision, FingerScore, MAX_FINGERS, Query, Reply, SearchConfig, SearchError, SubjectMatch, Timings};
+pub use types::{
+    Decision, FingerScore, MAX_FINGERS, MAX_VERIFY_SUBJECTS, Query, Reply, SearchConfig, SearchError, SubjectMatch,
+    Timings,
+};
 
 /// One part of the gallery a searcher serves: the gallery holding one
 /// virtual group of subjects (a single-machine gallery is one part, group 0
@@ -140,12 +143,7 @@ impl Searcher {
         model: ImpostorModel,
         cfg: SearchConfig,
     ) -> Result<Searcher, SearchError> {
-        if cfg.candidates_per_finger == 0 || cfg.ef == 0 || cfg.max_candidates == 0 {
-            return Err(SearchError::Invalid("candidates_per_finger, ef and max_candidates must be positive".into()));
-        }
-        if !(cfg.default_fpir > 0.0 && cfg.default_fpir < 1.0) {
-            return Err(SearchError::Invalid(format!("default_fpir {} is not in (0, 1)", cfg.default_fpir)));
-        }
+        cfg.check().map_err(SearchError::Invalid)?;
         if groups == 0 || parts.iter().any(|p| p.group >= groups) {
             return Err(SearchError::Invalid(format!("parts must be groups below {groups}")));
         }
@@ -304,6 +302,7 @@ impl Searcher {
             decision: q.decision.unwrap_or(Decision::Fpir(self.cfg.default_fpir)),
             want: if q.max_candidates == 0 { self.cfg.max_candidates } else { q.max_candidates },
             round2_subjects: self.cfg.round2_subjects,
+            verify_subjects: self.cfg.verify_subjects,
             cancel: q.cancel.clone(),
         }
     }
@@ -406,6 +405,7 @@ impl Searcher {
             decision,
             want: 1,
             round2_subjects: 0,
+            verify_subjects: self.cfg.verify_subjects,
             cancel: cancel.clone(),
         };
         let out = futures::executor::block_on(plan::score_subject(&phases, &plan, pairs))?;

@@ -37,7 +37,19 @@ pub struct SearchConfig {
     /// Multi-finger probes: candidate subjects whose other fingers are
     /// re-scored in round 2, the strongest after round 1 (0: all of them).
     pub round2_subjects: usize,
+    /// Phase 4: the strongest subjects after fusion whose best template
+    /// per finger the second, geometric pass compares again; only they
+    /// can be a hit (at most [`MAX_VERIFY_SUBJECTS`]). 0 turns the pass
+    /// off, for 1:1 verification too: the matcher's score and its model
+    /// decide. 10 took FNIR at FPIR 1% from 23.7% to 21.9% (synthetic)
+    /// and from 30.7% to 27.1% (held-out real) for 18% more re-scoring
+    /// work (`benches/reports/candidates/report.md`).
+    pub verify_subjects: usize,
 }
+
+/// Most subjects phase 4 may verify (bounds its work: each verified pair
+/// costs about twice a comparison, on the CPU).
+pub const MAX_VERIFY_SUBJECTS: usize = 1000;
 
 impl Default for SearchConfig {
     fn default() -> SearchConfig {
@@ -49,11 +61,26 @@ impl Default for SearchConfig {
             max_candidates: 20,
             default_fpir: 0.01,
             round2_subjects: 64,
+            verify_subjects: 10,
         }
     }
 }
 
 impl SearchConfig {
+    /// Why these settings cannot serve, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.candidates_per_finger == 0 || self.ef == 0 || self.max_candidates == 0 {
+            return Err("candidates_per_finger, ef and max_candidates must be positive".into());
+        }
+        if !(self.default_fpir > 0.0 && self.default_fpir < 1.0) {
+            return Err(format!("default_fpir {} is not in (0, 1)", self.default_fpir));
+        }
+        if self.verify_subjects > MAX_VERIFY_SUBJECTS {
+            return Err(format!("verify_subjects {} is over {MAX_VERIFY_SUBJECTS}", self.verify_subjects));
+        }
+        Ok(())
+    }
+
     /// The HNSW breadth for a partition of `templates`: `ef` (at least
     /// `k`), scaled up in proportion to the size beyond `ef_reference`,
     /// never beyond the partition itself.

@@ -161,6 +161,7 @@ impl Router {
             decision: req.decision,
             want: req.want,
             round2_subjects: self.opts.search.round2_subjects,
+            verify_subjects: self.opts.search.verify_subjects,
             cancel: req.cancel.clone(),
         };
         let outcome = plan::identify(&phases, &plan).await?;
@@ -211,6 +212,7 @@ impl Router {
             decision: req.decision,
             want: 1,
             round2_subjects: 0,
+            verify_subjects: self.opts.search.verify_subjects,
             cancel: req.cancel.clone(),
         };
         plan::score_subject(&phases, &plan, pairs).await

@@ -10,8 +10,8 @@
 //!                        candidate subjects are re-scored
 //!  fuse                  per subject, Fisher fusion of the per-finger
 //!                        evidence; ranked
-//!  phase 4  verification the best template per finger of the VERIFY_TOP
-//!                        strongest subjects is compared again with the
+//!  phase 4  verification the best template per finger of the
+//!                        `verify_subjects` (10) strongest subjects is compared again with the
 //!                        second, geometric pass (`mcc::consensus`); they
 //!                        are fused anew on the verified score's model,
 //!                        ranked first, and only they can be a hit, decided
@@ -65,9 +65,6 @@ pub trait Phases {
     fn score(&self, pairs: Vec<Pair>) -> impl Future<Output = Result<Scored, SearchError>> + Send;
 }
 
-/// Subjects the second pass verifies (phase 4): the strongest after fusion.
-pub const VERIFY_TOP: usize = 10;
-
 /// What the plan needs besides the phases.
 #[derive(Debug, Clone)]
 pub struct Plan<'a> {
@@ -83,8 +80,19 @@ pub struct Plan<'a> {
     pub want: usize,
     /// Subjects whose other fingers round 2 re-scores (0: all).
     pub round2_subjects: usize,
+    /// Subjects phase 4 verifies, the strongest after fusion (0: the
+    /// second pass is off, 1:1 too; [`Plan::verifier`]).
+    pub verify_subjects: usize,
     /// Stop (deadline passed, caller gone).
     pub cancel: Cancel,
+}
+
+impl Plan<'_> {
+    /// The verified score's model when the second pass runs: the model
+    /// has one and `verify_subjects` is positive.
+    pub fn verifier(&self) -> Option<&ImpostorModel> {
+        self.model.verified().filter(|_| self.verify_subjects > 0)
+    }
 }
 
 /// Where the plan's time went.
@@ -187,10 +195,10 @@ pub async fn identify<P: Phases>(phases: &P, plan: &Plan<'_>) -> Result<Outcome,
     timings.fuse = t3.elapsed();
 
     // Phase 4: the strongest subjects verified, fused anew, ranked first.
-    if let Some(vm) = plan.model.verified() {
+    if let Some(vm) = plan.verifier() {
         let top: Vec<Arc<str>> = ranked
             .iter()
-            .take(VERIFY_TOP)
+            .take(plan.verify_subjects)
             .filter_map(|(_, m)| book.subjects.get_key_value(m.subject.as_str()).map(|(k, _)| Arc::clone(k)))
             .collect();
         let pairs: Vec<Pair> = top
@@ -223,7 +231,7 @@ pub async fn identify<P: Phases>(phases: &P, plan: &Plan<'_>) -> Result<Outcome,
     timings.rescore = t2.elapsed().saturating_sub(timings.fuse);
     let n: u64 = found.groups.iter().map(|g| g.subjects).sum();
     let op = operating_point(plan.decision, n);
-    let verifying = plan.model.verified().is_some();
+    let verifying = plan.verifier().is_some();
     let candidates: Vec<SubjectMatch> = ranked
         .into_iter()
         .take(plan.want)
@@ -249,7 +257,7 @@ pub async fn identify<P: Phases>(phases: &P, plan: &Plan<'_>) -> Result<Outcome,
 pub async fn score_subject<P: Phases>(phases: &P, plan: &Plan<'_>, pairs: Vec<Pair>) -> Result<Outcome, SearchError> {
     let positions = phases.positions();
     let mut book = Book::default();
-    let verified = plan.model.verified();
+    let verified = plan.verifier();
     let pairs = pairs.into_iter().map(|p| Pair { verify: verified.is_some(), ..p }).collect();
     book.add(phases.score(pairs).await?);
     let op = operating_point(plan.decision, 1);
