@@ -322,3 +322,65 @@ pub fn lsh_main(args: &[String]) {
         println!("  fused z(cosine) + {w}·z(votes): {}", column(c + 1));
     }
 }
+
+/// Mode 4: the data the learned representations in `learned/` train and
+/// are measured on, as little-endian f32 files in `DIR`: for each of
+/// `train` (seed 999331, FINGERS × 4 impressions, finger-major), `gal`
+/// (seed 11, impression 0 of 10,000) and `probe` (seed 11, impression 1 of
+/// the first 1,000): `.pts` rows of 2 + 128·3 (finger, minutia count, then
+/// x, y, direction in 500-dpi pixels, zero-padded), `.hist` the shipped
+/// model's raw pair histogram, `.emb` the shipped embedding; `model.f32`
+/// the shipped model's mean and projection (rows of D_in).
+pub fn dump_main(args: &[String]) {
+    use std::io::Write;
+    use whorl::embed::{builtin_model, raw_histogram};
+    let fingers: u64 = arg(args, 2, 30_000);
+    let dir = std::path::PathBuf::from(arg(args, 3, "target/learned".to_string()));
+    if fingers == 0 {
+        eprintln!("dump: FINGERS at least 1");
+        std::process::exit(2);
+    }
+    const P: usize = 128;
+    let model = builtin_model().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1)
+    });
+    let e = Embedder::default();
+    let write = |path: std::path::PathBuf, rows: &mut dyn Iterator<Item = f32>| {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap_or_else(|err| {
+            eprintln!("{}: {err}", path.display());
+            std::process::exit(1)
+        }));
+        for x in rows {
+            f.write_all(&x.to_le_bytes()).expect("write");
+        }
+        f.flush().expect("write");
+    };
+    std::fs::create_dir_all(&dir).expect("output folder");
+    for (name, seed, f, imps) in
+        [("train", 999_331u64, 0..fingers, 0..4u32), ("gal", 11, 0..10_000, 0..1), ("probe", 11, 0..1000, 1..2)]
+    {
+        let recs = Synth::new(SynthParams::default(), seed).batch(f, imps);
+        let rows: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = recs
+            .par_iter()
+            .map(|r| {
+                let p = points(&r.template);
+                let mut pts = vec![0f32; 2 + P * 3];
+                pts[0] = r.finger as f32;
+                pts[1] = p.len().min(P) as f32;
+                for (k, &(x, y, t)) in p.iter().take(P).enumerate() {
+                    pts[2 + 3 * k..5 + 3 * k].copy_from_slice(&[x, y, t]);
+                }
+                let mut h = vec![0f32; model.bins.dim()];
+                raw_histogram(&r.template, model.bins, &mut h);
+                (pts, h, e.embed(&r.template))
+            })
+            .collect();
+        write(dir.join(format!("{name}.pts")), &mut rows.iter().flat_map(|r| r.0.iter().copied()));
+        write(dir.join(format!("{name}.hist")), &mut rows.iter().flat_map(|r| r.1.iter().copied()));
+        write(dir.join(format!("{name}.emb")), &mut rows.iter().flat_map(|r| r.2.iter().copied()));
+        println!("{name}: {} templates", rows.len());
+    }
+    let w = &model.whitening;
+    write(dir.join("model.f32"), &mut w.mean.iter().chain(&w.proj).copied());
+}

@@ -28,6 +28,9 @@
 //!     Ferrara, Maltoni, TPAMI 33(5) 2011), naive form: HASHES functions of
 //!     BITS random cells, votes per gallery finger (NORM: sqrt, lin, idf),
 //!     alone and fused with the shipped embedding
+//! cargo run --release --example accuracy_levers -- dump FINGERS DIR
+//!     writes the data the learned representations (`learned/`, Python with
+//!     JAX: see `learned/README.md`) train and are measured on
 //! cargo run --release --example accuracy_levers -- second R_LOC DATA [greedy|kcons] [POOL]
 //!     DATA: calibration (FVC2002 DB1_B + DB2_B), held-out (DB3_B + DB4_B),
 //!     synthetic or hard (100 synthetic databases of FVC2002's shape, seeds
@@ -62,10 +65,11 @@ fn main() {
         Some("vlad") => candidates::vlad_main(&args),
         Some("hist") => candidates::hist_main(&args),
         Some("lsh") => candidates::lsh_main(&args),
+        Some("dump") => candidates::dump_main(&args),
         Some("second") => matcher::second_main(&args),
         Some("tail") => matcher::tail_main(&args),
         _ => {
-            eprintln!("usage: accuracy_levers vlad|hist|lsh|second|tail ... (see main.rs's header)");
+            eprintln!("usage: accuracy_levers vlad|hist|lsh|dump|second|tail ... (see main.rs's header)");
             std::process::exit(2);
         }
     }
