@@ -96,6 +96,14 @@ pub struct CandidatesArgs {
     /// default (`SearchConfig::default().ef`).
     #[arg(long, value_delimiter = ',')]
     pub(super) serving_ef: Vec<usize>,
+    /// The serving path's `candidates_per_finger` (k). None given: the
+    /// server's default.
+    #[arg(long)]
+    pub(super) serving_k: Option<usize>,
+    /// The serving path's `verify_subjects` (phase 4; 0: the second pass
+    /// off). None given: the server's default.
+    #[arg(long)]
+    pub(super) serving_verify: Option<usize>,
     /// HNSW neighbours per node (M) of the serving gallery's indexes.
     #[arg(long, default_value_t = whorl::index::IndexParams::default().max_connections)]
     pub(super) serving_m: usize,

@@ -60,7 +60,13 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, synth: &Synth, n: u64, real: &[(Spl
     }
     let non_mated = serving::non_mated_probes(synth, n, a.non_mated, 1, true);
     let total = g.subjects.len();
-    let cfg0 = SearchConfig::default();
+    let defaults = SearchConfig::default();
+    let cfg0 = SearchConfig {
+        candidates_per_finger: a.serving_k.unwrap_or(defaults.candidates_per_finger),
+        verify_subjects: a.serving_verify.unwrap_or(defaults.verify_subjects),
+        ..defaults
+    };
+    cfg0.check().map_err(|e| anyhow::anyhow!("--serving-k/--serving-verify: {e}"))?;
     let model = ImpostorModel::builtin(whorl::shard::mcc_params_crc(matcher.params()))?;
     let synthetic_curves = model.synthetic_curves();
     let mut md = String::new();
@@ -80,9 +86,9 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, synth: &Synth, n: u64, real: &[(Spl
     writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
     print!("{md}");
     let mut decisions = String::new();
-    let efs = if a.serving_ef.is_empty() { vec![SearchConfig::default().ef] } else { a.serving_ef.clone() };
+    let efs = if a.serving_ef.is_empty() { vec![cfg0.ef] } else { a.serving_ef.clone() };
     for &ef in &efs {
-        let cfg = SearchConfig { ef, ..SearchConfig::default() };
+        let cfg = SearchConfig { ef, ..cfg0.clone() };
         for (name, probes) in &sets {
             let o: Outcome = g.measure(e, &cfg, &model, probes)?;
             let row = format!(
@@ -134,15 +140,24 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, synth: &Synth, n: u64, real: &[(Spl
             )?;
         }
     }
+    let shipped = match model.verified().filter(|_| cfg0.verify_subjects > 0) {
+        Some(v) => format!(
+            "The built-in impostor models as shipped: the strongest {} subjects of each search verified by the second, geometric pass and decided on the verified score's model (its synthetic curves × {:.2}), the others ranked on the matcher's (× {:.2}), both corrections measured on the real impostors of the calibration part",
+            cfg0.verify_subjects,
+            v.correction_factor(),
+            model.correction_factor()
+        ),
+        None => format!(
+            "The built-in impostor model with the second pass off (`verify_subjects` 0): every subject decided on the matcher's model (its synthetic curves × {:.2}, measured on the real impostors of the calibration part)",
+            model.correction_factor()
+        ),
+    };
     let head = format!(
-        "\n### Decisions at the default target FPIR {} (ef {})\n\nFNIR: mated searches that are not a hit with the mate first; FPIR: non-mated searches that are a hit, and mated searches in which a subject other than the mate reaches the threshold (the search a probe would be with its mate set aside: the only FPIR the real probes can give here). 95% Clopper-Pearson intervals: {} non-mated searches bound the FPIR to about ±{:.1} points. The built-in impostor models as shipped: the strongest {} subjects of each search verified by the second, geometric pass and decided on the verified score's model (its synthetic curves × {:.2}), the others ranked on the matcher's (× {:.2}), both corrections measured on the real impostors of the calibration part; and both models' synthetic curves alone, on the same searches.\n\n| probes | n | rate % [95% CI], as shipped | synthetic curves alone |\n|---|---|---|---|\n",
+        "\n### Decisions at the default target FPIR {} (ef {})\n\nFNIR: mated searches that are not a hit with the mate first; FPIR: non-mated searches that are a hit, and mated searches in which a subject other than the mate reaches the threshold (the search a probe would be with its mate set aside: the only FPIR the real probes can give here). 95% Clopper-Pearson intervals: {} non-mated searches bound the FPIR to about ±{:.1} points. {shipped}; and the synthetic curves alone, on the same searches.\n\n| probes | n | rate % [95% CI], as shipped | synthetic curves alone |\n|---|---|---|---|\n",
         cfg0.default_fpir,
         efs[0],
         a.non_mated,
         100.0 * 1.96 * (cfg0.default_fpir * (1.0 - cfg0.default_fpir) / a.non_mated.max(1) as f64).sqrt(),
-        cfg0.verify_subjects,
-        model.verified().map_or(f64::NAN, |v| v.correction_factor()),
-        model.correction_factor()
     );
     print!("{head}{decisions}");
     md.push_str(&head);
