@@ -57,14 +57,16 @@ pub struct CandidatesArgs {
     /// whorl-int8, whorl-int8+rerank (the ef list re-ranked by f32), hnsw_rs.
     #[arg(long, value_delimiter = ',', default_value = "whorl-f32,whorl-f16,whorl-int8,whorl-int8+rerank,hnsw_rs")]
     pub(super) impls: Vec<String>,
-    /// Candidates per probe finger on the serving path (the server's
-    /// `candidates_per_finger`); several values give mate recall against
-    /// list length. None given: the server's default.
+    /// The HNSW measurement (`--hnsw`): list lengths k of its
+    /// serving-path table (the server's `candidates_per_finger`); several
+    /// values give mate recall against list length. None given: the
+    /// server's default. The `--serving` measurement takes `--serving-k`.
     #[arg(long, value_delimiter = ',')]
     pub(super) serve_k: Vec<usize>,
-    /// ef on the serving path (the server's `ef`); several values give the
-    /// approximate search's cost of keeping up with exact search. None
-    /// given: the server's default.
+    /// The HNSW measurement (`--hnsw`): ef of its serving-path table (the
+    /// server's `ef`); several values give the approximate search's cost
+    /// of keeping up with exact search. None given: the server's default.
+    /// The `--serving` measurement takes `--serving-ef`.
     #[arg(long, value_delimiter = ',')]
     pub(super) serve_ef: Vec<usize>,
     /// Each timing of the ef curve is the best of this many runs (the
