@@ -140,7 +140,7 @@ pub fn run(a: &CandidatesArgs, e: &Embedder, synth: &Synth, n: u64, real: &[(Spl
             )?;
         }
     }
-    let shipped = match model.verified().filter(|_| cfg0.verify_subjects > 0) {
+    let shipped = match whorl::search::plan::verifier(&model, cfg0.verify_subjects) {
         Some(v) => format!(
             "The built-in impostor models as shipped: the strongest {} subjects of each search verified by the second, geometric pass and decided on the verified score's model (its synthetic curves × {:.2}), the others ranked on the matcher's (× {:.2}), both corrections measured on the real impostors of the calibration part",
             cfg0.verify_subjects,

@@ -88,11 +88,16 @@ pub struct Plan<'a> {
 }
 
 impl Plan<'_> {
-    /// The verified score's model when the second pass runs: the model
-    /// has one and `verify_subjects` is positive.
+    /// The verified score's model when the second pass runs ([`verifier`]).
     pub fn verifier(&self) -> Option<&ImpostorModel> {
-        self.model.verified().filter(|_| self.verify_subjects > 0)
+        verifier(self.model, self.verify_subjects)
     }
+}
+
+/// The verified score's model when the second pass runs: `model` has one
+/// and `verify_subjects` is positive.
+pub fn verifier(model: &ImpostorModel, verify_subjects: usize) -> Option<&ImpostorModel> {
+    model.verified().filter(|_| verify_subjects > 0)
 }
 
 /// Where the plan's time went.
